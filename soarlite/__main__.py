@@ -1,0 +1,3 @@
+from soarlite.cli import main
+
+main()

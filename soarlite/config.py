@@ -1,0 +1,303 @@
+"""Recipes: one schema for every recipe, validated before any model loads.
+
+A recipe is a YAML file whose keys mirror the dataclasses below. Defaults are the paper's settings
+(arXiv 2601.18778, see docs); a recipe states only what it changes. Command-line overrides are dotted
+(`inner.steps=5`) and are parsed as YAML scalars, then checked like the file itself.
+
+Nothing here imports torch: `soarlite recipes` and validation must stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe or an override is wrong. The message is one line naming the key and what is allowed."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Schema. Every field carries its help text in metadata; `soarlite recipes --explain` could print them.
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ModelConfig:
+    base: str = _f("meta-llama/Llama-3.2-3B-Instruct", "base model: a Hub id, a local folder, or 'toy' (the offline toy world)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "compute dtype; auto = bf16 where the card supports it, fp16 on older cards, fp32 on CPU")
+    load_in_4bit: bool = _f(False, "load the shared base in 4-bit NF4 (bitsandbytes); adapters stay in full precision")
+    lora_rank: int = _f(16, "LoRA rank of every adapter (teacher, baseline student, throwaway students)", min=1)
+    lora_alpha: int = _f(32, "LoRA alpha", min=1)
+    lora_dropout: float = _f(0.0, "LoRA dropout", min=0.0, max=1.0)
+    target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "modules that get LoRA")
+    max_seq_len: int = _f(2048, "prompt + completion tokens, at most", min=16)
+
+
+@dataclass
+class DataConfig:
+    hard_train: str = _f("", "the grounding set: JSONL(.gz) with `problem` and `answer` (fail@k train split); 'toy' = the toy world's")
+    hard_test: str = _f("", "the held-out hard test split (for evaluation and the run summary); may be empty")
+    problem_field: str = _f("problem", "field of a row that holds the problem")
+    answer_field: str = _f("answer", "field of a row that holds the reference answer")
+
+
+@dataclass
+class PromptConfig:
+    teacher: str = _f("paper", "teacher prompt: 'paper' (the paper's prompt), 'toy' (the toy world's) or a literal text")
+    student: str = _f("paper", "student prompt: 'paper', 'toy' or a literal text with a {question} slot")
+
+
+@dataclass
+class OuterConfig:
+    """The teacher's loop."""
+
+    steps: int = _f(200, "outer steps (teacher updates)", min=0)
+    g: int = _f(4, "datasets per outer step (RLOO group of the teacher)", min=2)
+    n: int = _f(64, "question-answer pairs per dataset", min=1)
+    r: int = _f(4, "students trained per dataset", min=1)
+    M: int = _f(64, "reward questions: hard training problems sampled fresh each step, graded greedily", min=1)
+    lr: float = _f(1e-5, "teacher AdamW learning rate (cosine decay)", gt=0.0)
+    warmup_steps: int = _f(20, "teacher warm-up steps", min=0)
+    kl_coef: float = _f(0.001, "KL penalty towards the initial model (base with adapters off)", min=0.0)
+    temperature: float = _f(1.0, "teacher sampling temperature", gt=0.0)
+    max_new_tokens: int = _f(512, "teacher tokens per question-answer pair", min=1)
+    max_sample_rounds: int = _f(8, "rejection-sampling rounds for g*n valid pairs before the step fails loudly", min=1)
+    tau: float = _f(0.01, "promotion threshold on the moving average of the mean reward")
+    window: int = _f(3, "moving-average window (outer steps)", min=1)
+    micro_batch: int = _f(16, "sequences per forward/backward pass of a teacher update", min=1)
+
+
+@dataclass
+class InnerConfig:
+    """A throwaway student's loop."""
+
+    steps: int = _f(10, "RLOO steps per student", min=1)
+    batch_size: int = _f(8, "questions per step", min=1)
+    group_size: int = _f(32, "rollouts per question (RLOO group)", min=2)
+    lr: float = _f(1e-5, "student AdamW learning rate (cosine decay, no warm-up)", gt=0.0)
+    kl_coef: float = _f(0.001, "KL penalty towards the base model", min=0.0)
+    temperature: float = _f(1.0, "student sampling temperature", gt=0.0)
+    max_new_tokens: int = _f(1024, "student tokens per rollout (and per greedy answer on reward questions)", min=1)
+    micro_batch: int = _f(32, "sequences per forward/backward pass of a student update", min=1)
+    students_in_flight: int = _f(0, "students trained at once (lockstep); 0 = all g*r of an outer step", min=0)
+
+
+@dataclass
+class EvalConfig:
+    """What the end of a run measures (summary.json)."""
+
+    samples: int = _f(8, "samples per hard test problem for pass@1 at temperature 1 (0 = skip)", min=0)
+    hard_only: bool = _f(False, "also train a Hard-Only student (RLOO on the hard train split) with the same student budget")
+
+
+@dataclass
+class Config:
+    name: str = _f("soar", "run name: the run folder is runs/<name> unless --out says otherwise")
+    description: str = _f("", "one line for `soarlite recipes`")
+    seed: int = _f(0, "seed of everything random in the run")
+    engine: Literal["auto", "hf", "vllm"] = _f("auto", "sampling engine: auto = vllm on a GPU, hf (transformers+peft) on a CPU")
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "where the model runs")
+    threads: int = _f(0, "CPU threads for torch; 0 = torch's default", min=0)
+    grader_workers: int = _f(1, "processes that grade answers", min=1)
+    grade_timeout_s: float = _f(5.0, "hard time limit per graded answer; past it the answer counts as wrong", gt=0.0)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    outer: OuterConfig = field(default_factory=OuterConfig)
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Set only by the toy world's recipe: how big a world to build (see soarlite.toy).
+    toy: dict[str, Any] = _f({}, "toy world settings (only with model.base: toy)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {typing.get_args(tp)[0].__name__}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(key: str, value: Any, tp, meta: dict) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise RecipeError(f"{key}: {value!r} is not allowed; use one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list) or not all(isinstance(v, item_tp) for v in value):
+            raise RecipeError(f"{key}: expected a list of {item_tp.__name__}, got {value!r}")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{key}: expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{key}: expected a string, got {value!r}")
+    if "min" in meta and value < meta["min"]:
+        raise RecipeError(f"{key}: {value!r} is too small; it must be >= {meta['min']}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise RecipeError(f"{key}: {value!r} must be > {meta['gt']}")
+    if "max" in meta and value > meta["max"]:
+        raise RecipeError(f"{key}: {value!r} is too large; it must be <= {meta['max']}")
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecipeError(f"{prefix}{unknown[0]}: unknown key; allowed here: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_value(f"{prefix}{name}", value, tp, dict(fields[name].metadata))
+    return cls(**kwargs)
+
+
+def _check_whole(cfg: Config) -> None:
+    """Rules that tie several keys together."""
+    if cfg.outer.steps > 0 and not cfg.data.hard_train:
+        raise RecipeError("data.hard_train: empty; name the grounding set (a JSONL file, or 'toy')")
+    if cfg.model.base == "toy" and cfg.data.hard_train not in ("toy",):
+        raise RecipeError("data.hard_train: with model.base 'toy' it must be 'toy'")
+    if cfg.toy and cfg.model.base != "toy":
+        raise RecipeError("toy: only allowed with model.base: toy")
+    if cfg.model.lora_alpha <= 0:
+        raise RecipeError("model.lora_alpha: must be > 0")
+
+
+def from_dict(data: dict) -> Config:
+    cfg = _build(Config, data)
+    _check_whole(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`a.b=1 c=x` -> {"a": {"b": 1}, "c": "x"}; values are YAML scalars (so `1e-5` is a number, `true` a bool)."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"{item}: an override is key=value, e.g. inner.steps=5")
+        key, raw = item.split("=", 1)
+        if not key or any(not part for part in key.split(".")):
+            raise RecipeError(f"{item}: an override is key=value, e.g. inner.steps=5")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        # YAML reads 1e-5 as a string (it wants a dot); a number is what a user means.
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in ".eE") else value
+            except ValueError:
+                pass
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"{key}: conflicts with another override")
+        node[leaf] = value
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Finding recipes
+
+
+def recipe_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    # Installed wheel: recipes ship inside the package. Source checkout / editable install: top-level recipes/.
+    return [d for d in (here / "recipes", here.parent / "recipes") if d.is_dir()]
+
+
+def list_recipes() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in recipe_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def recipe_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise RecipeError(f"--recipe: no file {name_or_path}")
+        return p
+    recipes = list_recipes()
+    if name_or_path not in recipes:
+        raise RecipeError(f"--recipe: no recipe named {name_or_path!r}; known: {', '.join(recipes) or 'none'}")
+    return recipes[name_or_path]
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Config:
+    path = recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise RecipeError(f"{path}: not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys to values")
+    data = merge(data, parse_overrides(overrides or []))
+    return from_dict(data)
+
+
+def describe(path: Path) -> str:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return "(not valid YAML)"
+    return str(data.get("description", "")) if isinstance(data, dict) else ""
+

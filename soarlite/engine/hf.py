@@ -1,0 +1,273 @@
+"""transformers + peft engine: one base model, many named LoRA adapters, mixed-adapter generation.
+
+Generation with a different adapter per prompt goes through peft's `adapter_names=` batches, so all students of an
+outer step sample in one call. The KL reference is the same model with its adapters disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from soarlite.engine import Completion, OptimizerSpec, SamplingParams, require
+
+BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
+
+
+def pick_dtype(name: str, device: str) -> torch.dtype:
+    """auto: fp32 on CPU; bf16 on cards that have it (compute capability >= 8); fp16 on older ones (T4)."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device != "cuda":
+        return torch.float32
+    major, _ = torch.cuda.get_device_capability()
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def _schedule(spec: OptimizerSpec):
+    def factor(step: int) -> float:
+        if step < spec.warmup_steps:
+            return (step + 1) / spec.warmup_steps
+        span = max(1, spec.total_steps - spec.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - spec.warmup_steps) / span)))
+
+    return factor
+
+
+class HFEngine:
+    def __init__(self, cfg, model_dir: str, gen_batch: int = 256):
+        require("transformers", "cpu")
+        require("peft", "cpu")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a progress bar per load would drown the run's own display
+
+        self.cfg = cfg
+        self.device = "cuda" if (cfg.device != "cpu" and torch.cuda.is_available()) else "cpu"
+        if cfg.threads and self.device == "cpu":
+            torch.set_num_threads(cfg.threads)
+        self.dtype = pick_dtype(cfg.model.dtype, self.device)
+        kwargs = {"dtype": self.dtype}
+        if cfg.model.load_in_4bit:
+            require("bitsandbytes", "gpu")
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=self.dtype
+            )
+        kwargs["device_map"] = self.device
+        self.base = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        self.base.requires_grad_(False)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.gen_batch = gen_batch
+        self.model = None  # the PeftModel, made with the first adapter
+        self.optimizers: dict[str, tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, OptimizerSpec]] = {}
+
+    # ---------------------------------------------------------------------------------------------------- adapters
+    def _lora_config(self):
+        from peft import LoraConfig
+
+        m = self.cfg.model
+        return LoraConfig(
+            r=m.lora_rank,
+            lora_alpha=m.lora_alpha,
+            lora_dropout=m.lora_dropout,
+            target_modules=list(m.target_modules),
+            task_type="CAUSAL_LM",
+        )
+
+    @property
+    def adapters(self) -> list[str]:
+        return [] if self.model is None else list(self.model.peft_config)
+
+    def _params(self, name: str) -> dict[str, torch.nn.Parameter]:
+        key = f".{name}."
+        return {n: p for n, p in self.model.named_parameters() if "lora_" in n and key in n}
+
+    def create_adapter(self, name: str, optimizer: OptimizerSpec | None = None, copy_from: str | None = None) -> None:
+        from peft import get_peft_model
+
+        if name in self.adapters:
+            raise ValueError(f"adapter {name!r} exists already")
+        if self.model is None:
+            self.model = get_peft_model(self.base, self._lora_config(), adapter_name=name)
+            self.model.eval()  # no dropout in rollouts or scoring; gradients flow in eval mode too
+        else:
+            self.model.add_adapter(name, self._lora_config())
+        if copy_from is not None:
+            self.copy_adapter(copy_from, name)
+        if optimizer is not None:
+            self._make_optimizer(name, optimizer)
+
+    def _make_optimizer(self, name: str, spec: OptimizerSpec) -> None:
+        params = list(self._params(name).values())
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        self.optimizers[name] = (opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec)), spec)
+
+    def copy_adapter(self, src: str, dst: str) -> None:
+        src_params = self._params(src)
+        dst_params = self._params(dst)
+        with torch.no_grad():
+            for n, p in dst_params.items():
+                p.copy_(src_params[n.replace(f".{dst}.", f".{src}.")])
+
+    def delete_adapter(self, name: str) -> None:
+        self.optimizers.pop(name, None)
+        if len(self.adapters) == 1:
+            # peft keeps at least one adapter; zero it out of use instead of deleting the last one.
+            raise ValueError("cannot delete the last adapter")
+        self.model.delete_adapter(name)
+
+    def save_adapter(self, name: str, path: str, with_optimizer: bool = False) -> None:
+        """Standard PEFT folder (adapter_config.json + adapter_model.safetensors), loadable by peft and vLLM."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        state = get_peft_model_state_dict(self.model, adapter_name=name)
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, out / "adapter_model.safetensors")
+        self.model.peft_config[name].save_pretrained(str(out))
+        if with_optimizer and name in self.optimizers:
+            self._save_optimizer(name, out)
+
+    def load_adapter(self, name: str, path: str, optimizer: OptimizerSpec | None = None) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        if name not in self.adapters:
+            self.create_adapter(name)
+        state = load_file(str(Path(path) / "adapter_model.safetensors"), device=self.device)
+        result = set_peft_model_state_dict(self.model, state, adapter_name=name)
+        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k and f".{name}." in k]
+        if missing:
+            raise ValueError(f"{path}: adapter does not fit this model (missing {missing[0]})")
+        if optimizer is not None:
+            self._make_optimizer(name, optimizer)
+            if (Path(path) / "optimizer.safetensors").exists():
+                self._load_optimizer(name, Path(path))
+
+    def _save_optimizer(self, name: str, out: Path) -> None:
+        from safetensors.torch import save_file
+
+        opt, sched, _ = self.optimizers[name]
+        tensors, meta = {}, {"scheduler_last_epoch": sched.last_epoch, "steps": {}}
+        for i, p in enumerate(opt.param_groups[0]["params"]):
+            st = opt.state.get(p)
+            if st:
+                tensors[f"{i}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
+                tensors[f"{i}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
+                meta["steps"][str(i)] = float(st["step"])
+        if tensors:
+            save_file(tensors, out / "optimizer.safetensors")
+        (out / "optimizer.json").write_text(json.dumps(meta))
+
+    def _load_optimizer(self, name: str, src: Path) -> None:
+        from safetensors.torch import load_file
+
+        opt, sched, _ = self.optimizers[name]
+        meta = json.loads((src / "optimizer.json").read_text())
+        tensors = load_file(str(src / "optimizer.safetensors"), device=self.device)
+        for i, p in enumerate(opt.param_groups[0]["params"]):
+            if str(i) in meta["steps"]:
+                opt.state[p] = {
+                    "step": torch.tensor(meta["steps"][str(i)]),
+                    "exp_avg": tensors[f"{i}.exp_avg"],
+                    "exp_avg_sq": tensors[f"{i}.exp_avg_sq"],
+                }
+        # Put the schedule where it was without stepping it (stepping before an optimiser step warns and skips).
+        sched.last_epoch = meta["scheduler_last_epoch"]
+        opt.param_groups[0]["lr"] = sched.base_lrs[0] * sched.lr_lambdas[0](sched.last_epoch)
+
+    # ---------------------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[str], adapters: Sequence[str | None], params: SamplingParams, seed: int
+    ) -> list[Completion]:
+        if len(prompts) != len(adapters):
+            raise ValueError("one adapter (or None) per prompt")
+        tok = self.tokenizer
+        eos = tok.eos_token_id
+        out: list[Completion] = []
+        for start in range(0, len(prompts), self.gen_batch):
+            chunk = list(prompts[start : start + self.gen_batch])
+            names = [a or BASE for a in adapters[start : start + self.gen_batch]]
+            enc = tok(chunk, return_tensors="pt", padding=True).to(self.device)
+            kwargs = dict(
+                max_new_tokens=params.max_new_tokens,
+                do_sample=params.temperature > 0,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=eos,
+            )
+            if params.temperature > 0:
+                kwargs.update(temperature=params.temperature, top_k=0, top_p=1.0)
+            torch.manual_seed(seed + start)  # each chunk its own stream, so results do not depend on batching above
+            if self.model is None or set(names) == {BASE}:
+                ctx = self.model.disable_adapter() if self.model is not None else nullcontext()
+                with ctx:
+                    seqs = (self.model or self.base).generate(**enc, **kwargs)
+            elif len(set(names)) == 1:
+                self.model.set_adapter(names[0])
+                seqs = self.model.generate(**enc, **kwargs)
+            else:
+                seqs = self.model.generate(**enc, adapter_names=names, **kwargs)
+            width = enc["input_ids"].shape[1]
+            for row, mask, seq in zip(enc["input_ids"], enc["attention_mask"], seqs):
+                prompt_ids = row[mask.bool()].tolist()
+                ids = seq[width:].tolist()
+                if eos in ids:
+                    ids = ids[: ids.index(eos) + 1]
+                out.append(Completion(prompt_ids, ids, tok.decode(ids, skip_special_tokens=True)))
+        return out
+
+    # ---------------------------------------------------------------------------------------------------- scoring
+    def logprobs(self, adapter: str | None, samples: Sequence[Completion], grad: bool = False) -> list[torch.Tensor]:
+        if not samples:
+            return []
+        pad = self.tokenizer.pad_token_id
+        seqs = [s.prompt_ids + s.ids for s in samples]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):  # right padding: positions are then the same as at generation
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.set_grad_enabled(grad):
+            if adapter is None:
+                ctx = self.model.disable_adapter() if self.model is not None else nullcontext()
+                with ctx:
+                    logits = (self.model or self.base)(input_ids=ids, attention_mask=mask).logits
+            else:
+                self.model.set_adapter(adapter)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+            out = []
+            for i, s in enumerate(samples):
+                p, n = len(s.prompt_ids), len(s.ids)
+                # log-softmax one row at a time: a (B, T, V) float32 copy is gigabytes with a 128k vocabulary
+                rows = logits[i, p - 1 : p - 1 + n].float().log_softmax(-1)  # (n, V)
+                out.append(rows.gather(-1, ids[i, p : p + n, None]).squeeze(-1))  # (n,)
+        return out
+
+    def step(self, name: str) -> float:
+        opt, sched, _ = self.optimizers[name]
+        lr = opt.param_groups[0]["lr"]
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        return lr
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the grader's worker processes would warn otherwise

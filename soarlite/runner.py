@@ -1,0 +1,99 @@
+"""From a recipe to a finished run folder: resolve, check, load once, run the loop, summarise.
+
+Everything that can be checked without a model is checked before one loads, so a wrong path or a run folder
+that already holds a run costs a second, not a model load.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from soarlite import checkpoint
+from soarlite.config import Config, RecipeError, from_dict, load_recipe, merge, parse_overrides, to_dict
+from soarlite.data import load_problems
+from soarlite.progress import Reporter
+
+
+def resolve_run(recipe: str | None, overrides: list[str], out: str | None, resume: str | None) -> tuple[Config, Path]:
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise RecipeError(f"--resume: {run_dir} holds no run (no config.yaml)")
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg = from_dict(merge(saved, parse_overrides(overrides)))
+        return cfg, run_dir
+    if recipe is None:
+        raise RecipeError("--recipe: name a recipe (see `soarlite recipes`) or give --resume DIR")
+    cfg = load_recipe(recipe, overrides)
+    run_dir = Path(out) if out else Path("runs") / cfg.name
+    if (run_dir / "state.json").exists():
+        raise RecipeError(f"--out: {run_dir} already holds a run; continue it with --resume {run_dir} or pick --out")
+    return cfg, run_dir
+
+
+def check_paths(cfg: Config) -> None:
+    for key in ("hard_train", "hard_test"):
+        value = getattr(cfg.data, key)
+        if value and value != "toy" and not Path(value).is_file():
+            raise RecipeError(f"data.{key}: no file {value} (make the fail@k split with `soarlite filter`)")
+
+
+def resolve_world(cfg: Config):
+    from soarlite import prompts
+    from soarlite.soar import World
+
+    if cfg.model.base == "toy":
+        from soarlite import toy
+
+        settings = dict(cfg.toy)
+        preset = settings.pop("preset", "default")
+        base = {"default": toy.DEFAULT_SETTINGS, "small": toy.SMALL_SETTINGS}[preset]
+        seed = settings.pop("seed", 0)
+        root = toy.ensure_built(merge(base, settings), seed=seed)
+        return World(
+            model_dir=str(root / "model"),
+            hard_train=load_problems(root / "hard_train.jsonl"),
+            hard_test=load_problems(root / "hard_test.jsonl"),
+            teacher_prompt=toy.TEACHER_PROMPT if cfg.prompts.teacher in ("toy", "paper") else cfg.prompts.teacher,
+            student_prompt=toy.student_prompt if cfg.prompts.student in ("toy", "paper")
+            else (lambda q, t=cfg.prompts.student: prompts.student_prompt(t, q)),
+        )
+    d = cfg.data
+    student_template = prompts.STUDENT_PROMPT_PAPER if cfg.prompts.student == "paper" else cfg.prompts.student
+    return World(
+        model_dir=cfg.model.base,
+        hard_train=load_problems(d.hard_train, d.problem_field, d.answer_field),
+        hard_test=load_problems(d.hard_test, d.problem_field, d.answer_field) if d.hard_test else [],
+        teacher_prompt=prompts.TEACHER_PROMPT_PAPER if cfg.prompts.teacher == "paper" else cfg.prompts.teacher,
+        student_prompt=lambda q: prompts.student_prompt(student_template, q),
+    )
+
+
+def run(recipe: str | None, overrides: list[str], out: str | None, resume: str | None, quiet: bool) -> Path:
+    cfg, run_dir = resolve_run(recipe, overrides, out, resume)
+    check_paths(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.recover(run_dir)  # finish or drop a checkpoint that a killed run left half-moved
+    checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    from soarlite import evaluate, soar
+    from soarlite.engine import make_engine
+    from soarlite.rewards import Grader
+
+    t0 = time.time()
+    with Reporter(quiet=quiet) as report:
+        report.line(f"run folder {run_dir}  recipe {cfg.name}")
+        world = resolve_world(cfg)
+        engine = make_engine(cfg, world.model_dir)
+        with Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s) as grader:
+            state = soar.run(cfg, world, engine, grader, run_dir, report)
+            report.phase("summary")
+            summary = evaluate.summarise(cfg, world, engine, grader, run_dir, state, report)
+            checkpoint.write_json_atomic(run_dir / "summary.json", summary)
+            report.line(evaluate.summary_table(summary))
+    report.line(f"done in {time.time() - t0:.0f}s: {run_dir}")
+    return run_dir
+

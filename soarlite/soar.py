@@ -1,0 +1,300 @@
+"""The SOAR loop (Sundaram et al., arXiv 2601.18778), top to bottom.
+
+    for each outer step t:
+        1. the teacher samples g*n question-answer pairs; unparsable outputs are rejected and resampled
+        2. split them into g datasets X_1..X_g
+        3. for each X_k, r students (copies of the baseline student) train on X_k with RLOO      (inner loop)
+        4. R_k = mean over X_k's students of Acc(student, Q_R) - Acc(baseline, Q_R), Q_R = M fresh hard problems
+        5. the teacher takes one RLOO step; every pair in X_k has advantage R_k - mean_{j != k} R_j
+        6. if the moving average of mean_k R_k exceeds tau: the median student of the best dataset becomes the
+           baseline student, and X_k* joins the Promotion Questions (PQ)
+
+The inner loop runs in lockstep: every student of the step (or of a wave, `inner.students_in_flight`) samples its
+rollouts in one engine call, with an adapter per prompt, then each takes its optimiser step; the greedy evaluation
+of all students and the baseline on Q_R is one call too.
+
+Where the paper is silent, this implementation chooses (each is a one-line change):
+  * promotion needs a full window of rewards, and the history restarts after a promotion, because rewards measured
+    against the old baseline say nothing about the new one;
+  * the "median" student of r is the lower median (sorted by its own gain, index (r - 1) // 2);
+  * the teacher's KL reference is the base model with adapters off (the teacher starts as a zero LoRA, so this is
+    the initial model); the students' is the same base, not the current baseline student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from soarlite import checkpoint, rloo
+from soarlite.config import Config
+from soarlite.data import Problem
+from soarlite.engine import Completion, OptimizerSpec, SamplingParams
+from soarlite.prompts import QA
+
+TEACHER, STUDENT = "teacher", "student"
+
+
+class TeacherStalled(RuntimeError):
+    """The teacher did not write g*n valid pairs within outer.max_sample_rounds rounds."""
+
+
+def seed_for(*parts) -> int:
+    """A stable 31-bit seed from the run seed and a position in the run, so a resumed run draws what it would have."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class World:
+    """What a recipe resolves to before the loop starts: the base model and the data."""
+
+    model_dir: str
+    hard_train: list[Problem]
+    hard_test: list[Problem]
+    teacher_prompt: str
+    student_prompt: Callable[[str], str]
+
+
+@dataclass
+class State:
+    """Everything a resume needs besides the adapters (JSON in state.json)."""
+
+    step: int = 0  # the next outer step to run
+    history: list[float] = field(default_factory=list)  # mean rewards since the last promotion
+    promotions: list[int] = field(default_factory=list)  # outer steps that promoted
+    wall_s: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------------ outer loop, step 1
+def sample_questions(engine, grader, cfg: Config, world: World, seed: int) -> tuple[list[QA], list[Completion], float]:
+    """g*n valid pairs from the teacher, by rejection sampling. Returns the pairs, the teacher's completions that
+    wrote them (the teacher's RLOO rollouts), and the valid-output rate over everything sampled."""
+    o = cfg.outer
+    need = o.g * o.n
+    pairs: list[QA] = []
+    rollouts: list[Completion] = []
+    sampled = valid = 0
+    for round_ in range(o.max_sample_rounds):
+        missing = need - len(pairs)
+        rate = len(pairs) / sampled if sampled else 1.0
+        # ask for what the observed valid rate says is enough, so a 50%-valid teacher needs about two rounds, not ten
+        count = min(4 * need, max(missing, round(missing / max(rate, 0.1))))
+        outs = engine.generate(
+            [world.teacher_prompt] * count, [TEACHER] * count,
+            SamplingParams(o.temperature, o.max_new_tokens), seed_for(seed, "teacher", round_),
+        )
+        sampled += count
+        for qa, c in zip(grader.parse_teacher([c.text for c in outs]), outs):
+            valid += qa is not None
+            if qa is not None and len(pairs) < need:
+                pairs.append(qa)
+                rollouts.append(c)
+        if len(pairs) == need:
+            return pairs, rollouts, valid / sampled
+    raise TeacherStalled(
+        f"the teacher wrote {len(pairs)} valid question-answer pairs of the {need} needed in {sampled} samples "
+        f"({o.max_sample_rounds} rounds); check the teacher prompt, or raise outer.max_sample_rounds"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ inner loop, step 3
+@dataclass
+class Student:
+    name: str
+    k: int  # the dataset it trains on
+    questions: list[QA]
+    order: list[int]  # its shuffle of the dataset
+
+
+def train_students(engine, grader, cfg: Config, world: World, students: list[Student], seed: int, report) -> None:
+    """RLOO on each student's synthetic dataset, all students in lockstep."""
+    i = cfg.inner
+    params = SamplingParams(i.temperature, i.max_new_tokens)
+    for step in range(i.steps):
+        report.inner(step, i.steps)
+        batches = []  # per student: the batch_size questions of this step, cycling through its shuffled dataset
+        for s in students:
+            batches.append([s.questions[s.order[(step * i.batch_size + j) % len(s.order)]] for j in range(i.batch_size)])
+        prompts, adapters, refs = [], [], []
+        for s, batch in zip(students, batches):
+            for qa in batch:
+                prompts += [world.student_prompt(qa.question)] * i.group_size
+                adapters += [s.name] * i.group_size
+                refs += [qa.answer] * i.group_size
+        rollouts = engine.generate(prompts, adapters, params, seed_for(seed, "inner", step))  # one call, every student
+        rewards = grader.rewards([(c.text, ref) for c, ref in zip(rollouts, refs)])
+        per_student = i.batch_size * i.group_size
+        for n, s in enumerate(students):
+            lo = n * per_student
+            advs = []
+            for q in range(i.batch_size):  # an RLOO group is the group_size rollouts of one question
+                g0 = lo + q * i.group_size
+                advs += rloo.advantages(rewards[g0 : g0 + i.group_size])
+            rloo.update(engine, s.name, rollouts[lo : lo + per_student], advs, i.kl_coef, i.micro_batch)
+    report.inner(i.steps, i.steps)
+
+
+def accuracy(engine, grader, cfg: Config, world: World, adapters: list[str], problems: list[Problem]) -> list[float]:
+    """Greedy accuracy of each adapter on `problems`, all in one engine call."""
+    prompts = [world.student_prompt(p.problem) for _ in adapters for p in problems]
+    names = [a for a in adapters for _ in problems]
+    outs = engine.generate(prompts, names, SamplingParams(0.0, cfg.inner.max_new_tokens), seed=0)
+    right = grader.correct([(c.text, p.answer) for c, p in zip(outs, problems * len(adapters))])
+    m = len(problems)
+    return [sum(right[j * m : (j + 1) * m]) / m for j in range(len(adapters))]
+
+
+# ------------------------------------------------------------------------------------------------ promotion, step 6
+def moving_average(history: list[float], window: int) -> float | None:
+    """Mean of the last `window` values; None until there are that many."""
+    if len(history) < window:
+        return None
+    return sum(history[-window:]) / window
+
+
+def median_student(gains: list[float]) -> int:
+    """Index of the lower-median student by its own gain."""
+    order = sorted(range(len(gains)), key=lambda j: (gains[j], j))
+    return order[(len(gains) - 1) // 2]
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> State:
+    o, i = cfg.outer, cfg.inner
+    state = load_state(run_dir)
+    teacher_opt = OptimizerSpec(o.lr, total_steps=o.steps, warmup_steps=o.warmup_steps)
+    if state.step == 0:
+        engine.create_adapter(TEACHER, teacher_opt)
+        engine.create_adapter(STUDENT)  # the baseline student starts as the base model (a zero LoRA)
+    else:
+        engine.load_adapter(TEACHER, str(run_dir / "adapters" / TEACHER), teacher_opt)
+        engine.load_adapter(STUDENT, str(run_dir / "adapters" / STUDENT))
+    metrics = checkpoint.read_jsonl(run_dir / "metrics.jsonl")[: state.step]
+    pq = [r for r in checkpoint.read_jsonl(run_dir / "pq.jsonl") if r["step"] < state.step]
+    wave = max(1, (i.students_in_flight or o.g * o.r) // o.r)  # datasets per wave: a dataset's r students train together
+
+    for t in range(state.step, o.steps):
+        t0 = time.time()
+        seed = seed_for(cfg.seed, t)
+        report.outer_start(t, o.steps)
+
+        # 1-2. the teacher writes g*n pairs; split into g datasets
+        report.phase("teacher samples questions")
+        pairs, teacher_rollouts, valid_rate = sample_questions(engine, grader, cfg, world, seed)
+        datasets = [pairs[k * o.n : (k + 1) * o.n] for k in range(o.g)]
+
+        # 4 (first half). Q_R: M problems from the hard training set, fresh each step
+        rng = random.Random(seed)
+        reward_questions = rng.sample(world.hard_train, min(o.M, len(world.hard_train)))
+
+        # 3. r students per dataset, trained in lockstep (in waves of whole datasets), then evaluated on Q_R
+        gains: list[list[float]] = [[] for _ in range(o.g)]
+        baseline_acc = None
+        candidates: dict[int, str] = {}  # dataset -> its median student, kept for a possible promotion
+        for w0 in range(0, o.g, wave):
+            students = []
+            for k in range(w0, min(o.g, w0 + wave)):
+                for j in range(o.r):
+                    name = f"s{k}_{j}"
+                    engine.create_adapter(name, OptimizerSpec(i.lr, total_steps=i.steps), copy_from=STUDENT)
+                    order = list(range(len(datasets[k])))
+                    random.Random(seed_for(seed, "order", k, j)).shuffle(order)
+                    students.append(Student(name, k, datasets[k], order))
+            report.phase(f"students {students[0].name}..{students[-1].name} train")
+            train_students(engine, grader, cfg, world, students, seed_for(seed, "wave", w0), report)
+            report.phase("students answer the reward questions")
+            names = [s.name for s in students] + ([STUDENT] if baseline_acc is None else [])
+            accs = accuracy(engine, grader, cfg, world, names, reward_questions)
+            if baseline_acc is None:
+                baseline_acc = accs.pop()
+            for s, acc in zip(students, accs):
+                gains[s.k].append(acc - baseline_acc)
+            for k in {s.k for s in students}:
+                mine = [s for s in students if s.k == k]
+                keep = mine[median_student(gains[k])].name
+                candidates[k] = keep
+                for s in mine:
+                    if s.name != keep:
+                        engine.delete_adapter(s.name)
+
+        # 4 (second half). the grounded reward of each dataset
+        rewards = [sum(gk) / len(gk) for gk in gains]
+
+        # 5. teacher RLOO step: dataset-level advantages shared by every pair of the dataset
+        report.phase("teacher update")
+        dataset_adv = rloo.advantages(rewards)
+        advs = [dataset_adv[k] for k in range(o.g) for _ in range(o.n)]
+        upd = rloo.update(engine, TEACHER, teacher_rollouts, advs, o.kl_coef, o.micro_batch)
+
+        # 6. promotion on the moving average of the mean reward
+        reward_mean = sum(rewards) / o.g
+        state.history.append(reward_mean)
+        moving = moving_average(state.history, o.window)
+        promoted = moving is not None and moving > o.tau
+        if promoted:
+            best = max(range(o.g), key=lambda k: rewards[k])
+            engine.copy_adapter(candidates[best], STUDENT)
+            pq += [{"question": qa.question, "answer": qa.answer, "step": t} for qa in datasets[best]]
+            state.promotions.append(t)
+            state.history = []
+        for name in candidates.values():
+            engine.delete_adapter(name)
+
+        # checkpoint: the whole step or nothing
+        state.step = t + 1
+        state.wall_s += time.time() - t0
+        row = {
+            "step": t,
+            "teacher_valid_rate": valid_rate,
+            "rewards": rewards,
+            "reward_mean": reward_mean,
+            "moving_avg": moving,
+            "promoted": promoted,
+            "promoted_from": best if promoted else None,
+            "baseline_acc": baseline_acc,
+            "student_gains": gains,
+            "teacher_pg_loss": upd["pg_loss"],
+            "teacher_kl": upd["kl"],
+            "teacher_lr": upd["lr"],
+            "peak_mem_mb": peak_memory_mb(),
+            "wall_s": time.time() - t0,
+        }
+        metrics.append(row)
+        save_checkpoint(run_dir, engine, state, metrics, pq)
+        report.outer_end(row, state)
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ run folder
+def load_state(run_dir: Path) -> State:
+    path = run_dir / "state.json"
+    if not path.exists():
+        return State()
+    return State(**json.loads(path.read_text()))
+
+
+def save_checkpoint(run_dir: Path, engine, state: State, metrics: list[dict], pq: list[dict]) -> None:
+    staging = checkpoint.begin(run_dir)
+    engine.save_adapter(TEACHER, str(staging / "adapters" / TEACHER), with_optimizer=True)
+    engine.save_adapter(STUDENT, str(staging / "adapters" / STUDENT))
+    (staging / "metrics.jsonl").write_text(checkpoint.jsonl(metrics))
+    (staging / "pq.jsonl").write_text(checkpoint.jsonl(pq))
+    (staging / "state.json").write_text(json.dumps(dataclasses.asdict(state), indent=1))
+    checkpoint.commit(run_dir)
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated where there is a GPU, else the process's peak resident memory."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
