@@ -10,6 +10,7 @@ Nothing here imports torch: `soarlite recipes` and validation must stay instant.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,10 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# YAML 1.1 reads `1e-5` (no dot) as a string; a user who writes it means the number.
+_YAML11_FLOAT_GAP = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
 def _check_value(key: str, value: Any, tp, meta: dict) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -157,12 +162,13 @@ def _check_value(key: str, value: Any, tp, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise RecipeError(f"{key}: expected an integer, got {value!r}")
     elif tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT_GAP.fullmatch(value):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{key}: expected a number, got {value!r}")
         value = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{key}: expected a string, got {value!r}")
+    elif tp is str and not isinstance(value, str):
+        raise RecipeError(f"{key}: expected a string, got {value!r}")
     if "min" in meta and value < meta["min"]:
         raise RecipeError(f"{key}: {value!r} is too small; it must be >= {meta['min']}")
     if "gt" in meta and value <= meta["gt"]:
@@ -198,6 +204,8 @@ def _check_whole(cfg: Config) -> None:
         raise RecipeError("data.hard_train: with model.base 'toy' it must be 'toy'")
     if cfg.toy and cfg.model.base != "toy":
         raise RecipeError("toy: only allowed with model.base: toy")
+    if cfg.toy.get("preset", "default") not in ("default", "small"):
+        raise RecipeError(f"toy.preset: {cfg.toy['preset']!r} is not allowed; use one of 'default', 'small'")
     if cfg.model.lora_alpha <= 0:
         raise RecipeError("model.lora_alpha: must be > 0")
 
@@ -225,12 +233,8 @@ def parse_overrides(overrides: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
             value = raw
-        # YAML reads 1e-5 as a string (it wants a dot); a number is what a user means.
-        if isinstance(value, str):
-            try:
-                value = float(value) if any(c in value for c in ".eE") else value
-            except ValueError:
-                pass
+        if isinstance(value, dict) or value is None:  # `prompts.teacher=Q: {x}` is a text, not a mapping
+            value = raw
         node = out
         *parents, leaf = key.split(".")
         for p in parents:

@@ -45,31 +45,35 @@ def resolve_world(cfg: Config):
     from soarlite import prompts
     from soarlite.soar import World
 
+    d = cfg.data
     if cfg.model.base == "toy":
         from soarlite import toy
 
         settings = dict(cfg.toy)
         preset = settings.pop("preset", "default")
-        base = {"default": toy.DEFAULT_SETTINGS, "small": toy.SMALL_SETTINGS}[preset]
         seed = settings.pop("seed", 0)
-        root = toy.ensure_built(merge(base, settings), seed=seed)
-        return World(
-            model_dir=str(root / "model"),
-            hard_train=load_problems(root / "hard_train.jsonl"),
-            hard_test=load_problems(root / "hard_test.jsonl"),
-            teacher_prompt=toy.TEACHER_PROMPT if cfg.prompts.teacher in ("toy", "paper") else cfg.prompts.teacher,
-            student_prompt=toy.student_prompt if cfg.prompts.student in ("toy", "paper")
-            else (lambda q, t=cfg.prompts.student: prompts.student_prompt(t, q)),
-        )
-    d = cfg.data
-    student_template = prompts.STUDENT_PROMPT_PAPER if cfg.prompts.student == "paper" else cfg.prompts.student
+        root = toy.ensure_built(merge({"default": toy.DEFAULT_SETTINGS, "small": toy.SMALL_SETTINGS}[preset], settings), seed=seed)
+        model_dir, hard_train, hard_test = root / "model", root / "hard_train.jsonl", root / "hard_test.jsonl"
+    else:
+        model_dir, hard_train, hard_test = cfg.model.base, d.hard_train, d.hard_test
+
+    template = _prompt(cfg.prompts.student, prompts.STUDENT_PROMPT_PAPER, "STUDENT_PROMPT")
     return World(
-        model_dir=cfg.model.base,
-        hard_train=load_problems(d.hard_train, d.problem_field, d.answer_field),
-        hard_test=load_problems(d.hard_test, d.problem_field, d.answer_field) if d.hard_test else [],
-        teacher_prompt=prompts.TEACHER_PROMPT_PAPER if cfg.prompts.teacher == "paper" else cfg.prompts.teacher,
-        student_prompt=lambda q: prompts.student_prompt(student_template, q),
+        model_dir=str(model_dir),
+        hard_train=load_problems(hard_train, d.problem_field, d.answer_field),
+        hard_test=load_problems(hard_test, d.problem_field, d.answer_field) if hard_test else [],
+        teacher_prompt=_prompt(cfg.prompts.teacher, prompts.TEACHER_PROMPT_PAPER, "TEACHER_PROMPT"),
+        student_prompt=lambda q: prompts.student_prompt(template, q),
     )
+
+
+def _prompt(value: str, paper: str, toy_name: str) -> str:
+    """A recipe's prompt: 'paper', 'toy' (the toy world's) or the literal text."""
+    if value == "toy":
+        from soarlite import toy
+
+        return getattr(toy, toy_name)
+    return paper if value == "paper" else value
 
 
 def run(recipe: str | None, overrides: list[str], out: str | None, resume: str | None, quiet: bool) -> Path:

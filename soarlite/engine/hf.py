@@ -6,12 +6,13 @@ outer step sample in one call. The KL reference is the same model with its adapt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -28,6 +29,10 @@ def pick_dtype(name: str, device: str) -> torch.dtype:
         return torch.float32
     major, _ = torch.cuda.get_device_capability()
     return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def _name_seed(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:4], "little")
 
 
 def _schedule(spec: OptimizerSpec):
@@ -99,11 +104,15 @@ class HFEngine:
 
         if name in self.adapters:
             raise ValueError(f"adapter {name!r} exists already")
-        if self.model is None:
-            self.model = get_peft_model(self.base, self._lora_config(), adapter_name=name)
-            self.model.eval()  # no dropout in rollouts or scoring; gradients flow in eval mode too
-        else:
-            self.model.add_adapter(name, self._lora_config())
+        # LoRA's A matrices start random: draw them from a stream fixed by the run seed and the adapter's name, so
+        # that a run is repeatable whatever else touched torch's global generator before.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_name_seed(self.cfg.seed, name))
+            if self.model is None:
+                self.model = get_peft_model(self.base, self._lora_config(), adapter_name=name)
+                self.model.eval()  # no dropout in rollouts or scoring; gradients flow in eval mode too
+            else:
+                self.model.add_adapter(name, self._lora_config())
         if copy_from is not None:
             self.copy_adapter(copy_from, name)
         if optimizer is not None:

@@ -1,0 +1,42 @@
+import pytest
+
+from soarlite import rloo
+from soarlite.soar import median_student, moving_average, seed_for
+
+
+def test_advantages_exact():
+    # A_i = r_i - mean of the others
+    assert rloo.advantages([1.0, 0.0, 0.0, 0.0]) == [1.0, -1 / 3, -1 / 3, -1 / 3]
+    assert rloo.advantages([120.0, 10.0]) == [110.0, -110.0]
+    assert rloo.advantages([5.0, 5.0, 5.0]) == [0.0, 0.0, 0.0]
+    assert rloo.advantages([0.25, -0.125, 0.0, 0.125]) == [0.25 - 0.0 / 3, -0.125 - 0.375 / 3, 0.0 - 0.25 / 3, 0.125 - 0.125 / 3]
+
+
+def test_advantages_sum_to_zero():
+    a = rloo.advantages([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    assert abs(sum(a)) < 1e-12
+
+
+def test_advantages_need_a_group():
+    with pytest.raises(ValueError):
+        rloo.advantages([1.0])
+
+
+def test_moving_average_needs_a_full_window():
+    assert moving_average([0.02], 3) is None
+    assert moving_average([0.02, 0.0, 0.01], 3) == pytest.approx(0.01)
+    assert moving_average([1.0, 0.03, 0.0, 0.03], 3) == pytest.approx(0.02)
+    assert moving_average([0.5], 1) == 0.5
+
+
+def test_median_student_is_the_lower_median():
+    assert median_student([0.1, 0.3, 0.2]) == 2
+    assert median_student([0.4, 0.1, 0.3, 0.2]) == 3  # sorted gains 0.1, 0.2, 0.3, 0.4: the lower median is 0.2
+    assert median_student([0.0]) == 0
+    assert median_student([0.1, 0.1]) == 0
+
+
+def test_seed_for_is_stable():
+    assert seed_for(0, 3) == seed_for(0, 3)
+    assert seed_for(0, 3) != seed_for(0, 4)
+    assert 0 <= seed_for("x") < 2**31
