@@ -1,0 +1,135 @@
+"""End to end: `soarlite run --recipe tiny` on a small toy world, for a couple of outer steps, killed and resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# The tiny recipe at a size that runs in seconds: a small world whose teacher already writes valid pairs.
+SETTINGS = {"pretrain_steps": 600, "layers": 2}
+WORLD = ["toy.preset=small"] + [f"toy.{k}={v}" for k, v in SETTINGS.items()]
+FAST = [
+    "outer.g=2", "outer.n=4", "outer.r=2", "outer.M=4", "outer.max_new_tokens=40",
+    "inner.steps=2", "inner.batch_size=2", "inner.group_size=4", "inner.max_new_tokens=40",
+    "eval.samples=2", "threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toycache")
+    from soarlite import toy
+
+    world = toy.ensure_built({**toy.SMALL_SETTINGS, **SETTINGS}, seed=0, cache_root=root)
+    assert json.loads((world / "world.json").read_text())["stats"]["teacher_valid_rate"] >= 0.3
+    return root
+
+
+@pytest.fixture(scope="module")
+def own_model(cache):
+    """The same world used as a user's own model and data: the easy split stands in for the grounding set, so
+    students' accuracies on it move and the teacher gets a non-zero reward to learn from."""
+    (world,) = [p for p in cache.iterdir() if (p / "world.json").exists()]
+    return [f"model.base={world / 'model'}", f"data.hard_train={world / 'easy.jsonl'}",
+            f"data.hard_test={world / 'hard_test.jsonl'}", "outer.M=8"]
+
+
+def teacher_moved(run: Path) -> bool:
+    """A fresh LoRA has B = 0; any step with unequal rewards moves it."""
+    from safetensors.torch import load_file
+
+    teacher = load_file(str(run / "adapters" / "teacher" / "adapter_model.safetensors"))
+    return any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in teacher.items())
+
+
+def soarlite(cache, *args, wait=True):
+    env = {**os.environ, "SOARLITE_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "soarlite", *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_is_complete_and_changes_the_teacher(cache, tmp_path):
+    run = tmp_path / "run"
+    r = soarlite(cache, "run", "--recipe", "tiny", "--out", str(run), "--quiet", "outer.steps=2", *WORLD, *FAST)
+    assert "promotions" in r.stdout and "hard_only_acc" in r.stdout
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "state.json", "metrics.jsonl", "pq.jsonl", "adapters", "summary.json"} <= names
+    assert not {".next", ".trash"} & names
+    rows = metrics(run)
+    assert [m["step"] for m in rows] == [0, 1]
+    for m in rows:
+        assert {"step", "teacher_valid_rate", "rewards", "reward_mean", "moving_avg", "promoted", "baseline_acc",
+                "wall_s", "peak_mem_mb"} <= set(m)
+        assert len(m["rewards"]) == 2 and 0 < m["teacher_valid_rate"] <= 1
+        assert m["reward_mean"] == pytest.approx(sum(m["rewards"]) / 2)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["outer_steps"] == 2 and summary["hard_only_steps"] == 2 * max(1, summary["promotions"])
+    for key in ("baseline_hard_acc", "final_hard_acc", "hard_only_acc"):
+        assert 0.0 <= summary[key] <= 1.0
+
+    # the teacher learns exactly when the datasets' rewards differ (RLOO advantages are zero otherwise)
+    assert teacher_moved(run) == any(len(set(m["rewards"])) > 1 for m in rows)
+    for name in ("teacher", "student"):
+        cfg = json.loads((run / "adapters" / name / "adapter_config.json").read_text())
+        assert cfg["peft_type"] == "LORA" and cfg["r"] == 8
+    # the saved config is the resolved recipe, overrides included
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["outer"]["steps"] == 2 and saved["inner"]["group_size"] == 4
+
+
+def test_killed_run_resumes_where_it_stopped(cache, own_model, tmp_path):
+    args = ["--quiet", "outer.steps=3", "eval.samples=0", *FAST, *own_model]
+    straight = tmp_path / "straight"
+    soarlite(cache, "run", "--recipe", "tiny", "--out", str(straight), *args)
+    assert any(len(set(m["rewards"])) > 1 for m in metrics(straight)) and teacher_moved(straight)
+
+    run = tmp_path / "killed"
+    p = soarlite(cache, "run", "--recipe", "tiny", "--out", str(run), *args, wait=False)
+    deadline = time.time() + 600
+    while not (run / "state.json").exists():  # wait for the first checkpoint, then kill inside the second step
+        assert p.poll() is None and time.time() < deadline, p.stderr.read()[-2000:]
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = metrics(run)
+    assert len(before) in (1, 2)
+
+    r = soarlite(cache, "run", "--resume", str(run), "--quiet")
+    assert "done in" in r.stdout
+    after = metrics(run)
+    assert [m["step"] for m in after] == [0, 1, 2]
+    # nothing before the kill was lost, and the resumed steps are the ones an unbroken run makes
+    drop = ("wall_s", "peak_mem_mb")
+    strip = lambda rows: [{k: v for k, v in m.items() if k not in drop} for m in rows]  # noqa: E731
+    assert strip(after[: len(before)]) == strip(before)
+    assert strip(after) == strip(metrics(straight))
+
+
+def test_out_folder_with_a_run_is_refused(cache, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.json").write_text("{}")
+    env = {**os.environ, "SOARLITE_CACHE": str(cache)}
+    r = subprocess.run([sys.executable, "-m", "soarlite", "run", "--recipe", "tiny", "--out", str(run)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: --out: {run} already holds a run; continue it with --resume {run} or pick --out"
+    assert (run / "state.json").read_text() == "{}"
