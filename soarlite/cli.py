@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
 
 import typer
 
@@ -19,10 +18,10 @@ def _fail(msg: str, code: int) -> None:
 
 @app.command()
 def run(
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="recipe name (see `soarlite recipes`) or a YAML file"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. inner.steps=5 outer.steps=2"),
-    out: Optional[str] = typer.Option(None, "--out", help="run folder (default runs/<name>)"),
-    resume: Optional[str] = typer.Option(None, "--resume", help="continue the run in this folder from its last step"),
+    recipe: str | None = typer.Option(None, "--recipe", "-r", help="recipe name (see `soarlite recipes`) or a YAML file"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. inner.steps=5 outer.steps=2"),
+    out: str | None = typer.Option(None, "--out", help="run folder (default runs/<name>)"),
+    resume: str | None = typer.Option(None, "--resume", help="continue the run in this folder from its last step"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines, no live display"),
 ) -> None:
     """Run SOAR: the teacher learns to write questions that make the student improve on hard problems."""
@@ -63,7 +62,7 @@ def recipes() -> None:
 @app.command()
 def validate(
     recipe: str = typer.Option(..., "--recipe", "-r", help="recipe name or YAML file"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
 ) -> None:
     """Check a recipe (and overrides) against the schema without loading anything."""
     from soarlite.config import RecipeError, load_recipe
@@ -77,10 +76,10 @@ def validate(
 
 @toy_app.command("build")
 def toy_build(
-    settings: Optional[List[str]] = typer.Argument(None, help="world settings as key=value (see soarlite.toy)"),
+    settings: list[str] | None = typer.Argument(None, help="world settings as key=value (see soarlite.toy)"),
     seed: int = typer.Option(0, help="seed of the world"),
     small: bool = typer.Option(False, help="the small world of the test suite"),
-    out: Optional[str] = typer.Option(None, help="build into this folder instead of the cache"),
+    out: str | None = typer.Option(None, help="build into this folder instead of the cache"),
 ) -> None:
     """Build (or find in the cache) the toy world: a tiny pretrained model, its tokenizer, and fail@128 splits."""
     from pathlib import Path

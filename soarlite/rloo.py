@@ -9,7 +9,7 @@ The baselines (Hard-Only, PQ) are the inner loop on other data.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def advantages(rewards: Sequence[float]) -> list[float]:
@@ -30,7 +30,6 @@ def update(engine, adapter: str, samples: Sequence, advs: Sequence[float], kl_co
     KL is the k3 estimator exp(ref - logp) - (ref - logp) - 1 per token (non-negative, unbiased), against the base
     model with adapters disabled: the initial policy of both teacher and students, with no second model copy.
     """
-    import torch
 
     if len(samples) != len(advs):
         raise ValueError("one advantage per sample")

@@ -29,9 +29,9 @@ import json
 import random
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from soarlite import checkpoint, rloo
 from soarlite.config import Config

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from _tiny import make_tiny_model
+
 from soarlite import rloo
 from soarlite.config import Config
 from soarlite.engine import OptimizerSpec, SamplingParams

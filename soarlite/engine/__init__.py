@@ -15,8 +15,9 @@ with training on an HFEngine that shares the same adapters through files).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # torch is an extra; nothing here may import it at module level
     import torch
