@@ -23,19 +23,22 @@ def run(
     out: str | None = typer.Option(None, "--out", help="run folder (default runs/<name>)"),
     resume: str | None = typer.Option(None, "--resume", help="continue the run in this folder from its last step"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines, no live display"),
+    max_hours: float | None = typer.Option(None, "--max-hours", min=0.0, help="stop cleanly after the outer step that crosses H hours (this session), checkpointed; prints the resume command"),
+    force: bool = typer.Option(False, "--force", help="start even when the planner says the recipe does not fit the card"),
 ) -> None:
     """Run SOAR: the teacher learns to write questions that make the student improve on hard problems."""
     from soarlite.config import RecipeError
     from soarlite.data import DataError
     from soarlite.engine import MissingExtra
+    from soarlite.gpu import OutOfMemory
 
     try:
         from soarlite import runner
 
-        runner.run(recipe, overrides or [], out, resume, quiet)
+        runner.run(recipe, overrides or [], out, resume, quiet, max_hours=max_hours, check_fit=not force)
     except (RecipeError, DataError) as e:
         _fail(str(e), 2)
-    except MissingExtra as e:
+    except (MissingExtra, OutOfMemory) as e:
         _fail(str(e), 1)
     except Exception as e:  # the loop's own loud failures carry a message a user can act on
         from soarlite.soar import TeacherStalled
@@ -97,6 +100,191 @@ def toy_build(
     except ValueError as e:
         _fail(str(e), 2)
     typer.echo(str(path))
+
+
+# ---------------------------------------------------------------------------------- evaluation, data, baselines, report
+def _user_errors():
+    """The exceptions that mean "the user asked for something wrong" (exit 2), by lazy import."""
+    from soarlite.config import RecipeError
+    from soarlite.data import DataError
+    from soarlite.filter import FilterError
+    from soarlite.report import ReportError
+
+    return (RecipeError, DataError, FilterError, ReportError)
+
+
+def _guarded(fn):
+    from soarlite.engine import MissingExtra
+
+    errors = _user_errors()
+    try:
+        return fn()
+    except errors as e:
+        _fail(str(e), 2)
+    except MissingExtra as e:
+        _fail(str(e), 1)
+
+
+def _ks(text: str) -> list[int]:
+    from soarlite.eval import parse_ks
+
+    try:
+        return parse_ks(text)
+    except ValueError as e:
+        _fail(str(e), 2)
+
+
+@app.command("eval")
+def eval_(
+    recipe: str | None = typer.Option(None, "--recipe", "-r", help="recipe name or YAML file (or give --run)"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. toy.preset=small"),
+    run: str | None = typer.Option(None, "--run", help="a run folder: its recipe, and where the result goes (eval/)"),
+    adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder (with --run: student or teacher); default: the base model"),
+    data: str | None = typer.Option(None, "--data", help="JSONL(.gz) problems to evaluate on; default: the recipe's hard test split"),
+    samples: int = typer.Option(32, "--samples", min=1, help="answers per problem, at the student temperature"),
+    k: str = typer.Option("1,4,8,16,32", "--k", help="the k of pass@k, comma-separated, each <= --samples"),
+    label: str | None = typer.Option(None, "--label", help="the method's name in tables and plots"),
+    out: str | None = typer.Option(None, "--out", help="result JSON (default RUN/eval/LABEL.json, else runs/eval/RECIPE-LABEL.json)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines"),
+) -> None:
+    """pass@k of the base model or an adapter on the hard test split (Chen et al.'s unbiased estimator)."""
+    ks = _ks(k)
+
+    def go():
+        from soarlite import baselines
+        from soarlite import eval as ev
+
+        if max(ks) > samples:
+            _fail(f"--k: {max(ks)} is more than --samples {samples}; pass@k needs k <= samples", 2)
+        cfg = baselines.load_config(recipe, overrides or [], run)
+        result, dest = baselines.eval_command(cfg, adapter, run, data, samples, ks, out, label, quiet)
+        typer.echo(ev.table(result))
+        typer.echo(f"wrote {dest}")
+
+    _guarded(go)
+
+
+@app.command("filter")
+def filter_(
+    recipe: str = typer.Option(..., "--recipe", "-r", help="recipe name or YAML file: its model, prompt and data.source"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
+    k: int = typer.Option(128, "--k", min=1, help="samples per problem; a problem is kept when none of them is right"),
+    data: str | None = typer.Option(None, "--data", help="JSONL(.gz) file or hub:math / hub:harp / hub:olympiadbench (default data.source)"),
+    out: str | None = typer.Option(None, "--out", help="folder for train.jsonl, test.jsonl, stats.json (default: the folder of data.hard_train)"),
+    chunk: int = typer.Option(64, "--chunk", min=1, help="problems per resumable chunk"),
+    early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="stop sampling a problem once one answer is right"),
+    limit: int = typer.Option(0, "--limit", min=0, help="only the first N problems (0 = all)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines"),
+) -> None:
+    """Make the fail@k splits: keep the problems the base model gets 0 of k right, split 50/50 into train and test.
+    Resumes where it stopped when run again with the same settings."""
+
+    def go():
+        from soarlite import baselines, filter
+
+        cfg = baselines.load_config(recipe, overrides or [], None)
+        filter.filter_command(cfg, data, out, k, chunk, early_stop, limit, quiet)
+
+    _guarded(go)
+
+
+@app.command()
+def baseline(
+    method: str = typer.Argument(..., help="hard-only | pq | ps | base-teacher | grounded-teacher | intrinsic"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
+    recipe: str | None = typer.Option(None, "--recipe", "-r", help="recipe name or YAML file (or give --run)"),
+    run: str | None = typer.Option(None, "--run", help="the SOAR run to compare with (its recipe, PQ, student, teacher; results go to RUN/eval)"),
+    out: str | None = typer.Option(None, "--out", help="folder for results without --run (default runs/RECIPE-baselines)"),
+    steps: int = typer.Option(0, "--steps", min=0, help="student RLOO steps; 0 = SOAR's budget (inner.steps per promotion, at least one inner loop)"),
+    order: str = typer.Option("curriculum", "--order", help="pq: curriculum (promotion questions first) or mixed"),
+    questions: int = typer.Option(128, "--questions", min=1, help="base-teacher / grounded-teacher / intrinsic: teacher questions to train on"),
+    data: str | None = typer.Option(None, "--data", help="test problems (default: the recipe's hard test split)"),
+    samples: int = typer.Option(32, "--samples", min=1, help="answers per test problem"),
+    k: str = typer.Option("1,4,8,16,32", "--k", help="the k of pass@k"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines"),
+) -> None:
+    """Train and evaluate a baseline with the same RLOO and budget as SOAR: Hard-Only, PQ, PS, Base-T, Grounded-T,
+    Intrinsic-T (a SOAR run with the learnability reward)."""
+    ks = _ks(k)
+    if order not in ("curriculum", "mixed"):
+        _fail(f"--order: {order!r} is not allowed; use curriculum or mixed", 2)
+
+    def go():
+        from soarlite import baselines
+        from soarlite import eval as ev
+
+        if max(ks) > samples:
+            _fail(f"--k: {max(ks)} is more than --samples {samples}; pass@k needs k <= samples", 2)
+        cfg = baselines.load_config(recipe, overrides or [], run)
+        result, dest = baselines.baseline_command(method, cfg, run, out, steps or None, order, questions, samples, ks,
+                                                  data, overrides or [], recipe, quiet)
+        typer.echo(ev.table(result))
+        typer.echo(f"wrote {dest}")
+
+    _guarded(go)
+
+
+@app.command()
+def report(
+    runs: list[str] = typer.Argument(..., help="run folders"),
+    out: str | None = typer.Option(None, "--out", help="folder for report.md and the PNGs (default RUN/report, or ./report for several runs)"),
+) -> None:
+    """A Markdown report with plots: reward and its moving average with promotions, teacher valid rate, peak memory,
+    and the pass@k curves of every evaluated method."""
+
+    def go():
+        from soarlite import report as rep
+
+        folder = rep.build(runs, out)
+        typer.echo(f"wrote {folder / 'report.md'}")
+
+    _guarded(go)
+
+
+@app.command()
+def plan(
+    recipe: str = typer.Option(..., "--recipe", "-r", help="recipe name or YAML file"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. inner.micro_batch=2"),
+    gpu: str | None = typer.Option(None, "--gpu", help="the card to plan for: t4, rtx3090, rtx4090, a10g, l4, a100-80gb, h100, ... (default: this machine's)"),
+    gpu_mem: float | None = typer.Option(None, "--gpu-mem", help="the card's memory in GiB (with or without --gpu)"),
+    measure: bool = typer.Option(False, "--measure", help="measure sampling and training rates on this machine through the real engine (loads the model)"),
+    valid_rate: float = typer.Option(0.5, "--valid-rate", help="share of the teacher's samples that parse (a run's metrics.jsonl has it as teacher_valid_rate)"),
+    max_hours: float | None = typer.Option(None, "--max-hours", help="also say how many outer steps fit in H hours"),
+) -> None:
+    """What a recipe will cost, before anything loads: tokens per step and run, peak GPU memory by part, whether it
+    fits the card (exit status 1 when it does not), and the time per step and run."""
+    from soarlite import plan as planner
+    from soarlite.config import RecipeError, load_recipe
+    from soarlite.engine import MissingExtra
+
+    try:
+        cfg = load_recipe(recipe, overrides or [])
+        card = planner_card(gpu, gpu_mem, measure)
+        measured = None
+        if measure:
+            from soarlite.runner import resolve_world
+
+            measured = planner.measure(cfg, resolve_world(cfg, with_data=False).model_dir)
+        result = planner.make_plan(cfg, card, valid_rate, measured=measured)
+    except (RecipeError, ValueError) as e:
+        _fail(str(e), 2)
+    except MissingExtra as e:
+        _fail(str(e), 1)
+    typer.echo(planner.render(result, max_hours))
+    if measured and "peak_allocated_gib" in measured:
+        typer.echo(f"measured: peak allocated {measured['peak_allocated_gib']:.2f} GiB in the measurement "
+                   f"(one sampling call of {measured['decode_batch']} sequences, one training micro-batch)")
+    if result.fits is False:
+        raise typer.Exit(1)
+
+
+def planner_card(gpu: str | None, gpu_mem: float | None, measure: bool):
+    """--gpu / --gpu-mem, else this machine's card (nvidia-smi; torch's when --measure loads it anyway)."""
+    from soarlite import gpu as g
+
+    if gpu is None and gpu_mem is None and measure:
+        return g.card_from_torch()
+    return g.resolve_card(gpu, gpu_mem)
 
 
 def main() -> None:

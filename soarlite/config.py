@@ -43,6 +43,9 @@ class ModelConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout", min=0.0, max=1.0)
     target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "modules that get LoRA")
     max_seq_len: int = _f(2048, "prompt + completion tokens, at most", min=16)
+    gradient_checkpointing: bool = _f(True, "on CUDA: recompute each layer's activations in the backward pass instead of keeping them: far less memory per trained sequence for about a third more compute (a CPU run keeps them: memory is not its limit)")
+    gen_batch: int = _f(256, "sequences the transformers engine decodes at once; its KV cache and prefill grow with it (vLLM schedules its own)", min=1)
+    use_unsloth: Literal["auto", True, False] = _f("auto", "load the base through unsloth (4-bit, its kernels; with engine: hf and vllm installed, its in-process vLLM samples on the same weights): auto = when installed and on CUDA")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class DataConfig:
     hard_test: str = _f("", "the held-out hard test split (for evaluation and the run summary); may be empty")
     problem_field: str = _f("problem", "field of a row that holds the problem")
     answer_field: str = _f("answer", "field of a row that holds the reference answer")
+    source: str = _f("", "what `soarlite filter` filters into the fail@k splits: a JSONL(.gz) file, or hub:math, hub:harp, hub:olympiadbench, hub:math500 (Hugging Face Hub)")
 
 
 @dataclass
@@ -77,6 +81,7 @@ class OuterConfig:
     tau: float = _f(0.01, "promotion threshold on the moving average of the mean reward")
     window: int = _f(3, "moving-average window (outer steps)", min=1)
     micro_batch: int = _f(16, "sequences per forward/backward pass of a teacher update", min=1)
+    reward: Literal["grounded", "intrinsic"] = _f("grounded", "teacher reward: grounded = the students' gain on hard problems (SOAR); intrinsic = learnability of the questions to the baseline student, mean of (1 - s if s > 0 else 0), s its success rate over inner.group_size samples (the Intrinsic-T baseline)")
 
 
 @dataclass
@@ -100,6 +105,8 @@ class EvalConfig:
 
     samples: int = _f(8, "samples per hard test problem for pass@1 at temperature 1 (0 = skip)", min=0)
     hard_only: bool = _f(False, "also train a Hard-Only student (RLOO on the hard train split) with the same student budget")
+    tensorboard: bool = _f(True, "log each outer step's metrics to <run>/tensorboard when the tensorboard package is installed")
+    wandb: str = _f("", "log each outer step's metrics to this Weights & Biases project (needs wandb and a login); empty = off")
 
 
 @dataclass
@@ -142,7 +149,7 @@ def _check_value(key: str, value: Any, tp, meta: dict) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if value not in allowed:
+        if not any(value == a and type(value) is type(a) for a in allowed):  # 1 is not True
             raise RecipeError(f"{key}: {value!r} is not allowed; use one of {', '.join(map(repr, allowed))}")
         return value
     if origin is list:

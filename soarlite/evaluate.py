@@ -13,13 +13,18 @@ from soarlite.prompts import QA
 HARD_ONLY = "hard_only"
 
 
-def pass_at_1(engine, grader, cfg: Config, world, adapter: str | None, problems, samples: int, seed: int) -> float:
-    """Mean correctness of `samples` answers per problem at the student temperature (the unbiased pass@1)."""
+def correct_counts(engine, grader, cfg: Config, world, adapter: str | None, problems, samples: int, seed: int) -> list[int]:
+    """How many of `samples` answers per problem at the student temperature are right, one count per problem."""
     prompts = [world.student_prompt(p.problem) for p in problems for _ in range(samples)]
     refs = [p.answer for p in problems for _ in range(samples)]
     outs = engine.generate(prompts, [adapter] * len(prompts), SamplingParams(cfg.inner.temperature, cfg.inner.max_new_tokens), seed)
     right = grader.correct([(c.text, r) for c, r in zip(outs, refs)])
-    return sum(right) / len(right)
+    return [sum(right[i * samples : (i + 1) * samples]) for i in range(len(problems))]
+
+
+def pass_at_1(engine, grader, cfg: Config, world, adapter: str | None, problems, samples: int, seed: int) -> float:
+    """Mean correctness of `samples` answers per problem at the student temperature (the unbiased pass@1)."""
+    return sum(correct_counts(engine, grader, cfg, world, adapter, problems, samples, seed)) / (len(problems) * samples)
 
 
 def hard_only_steps(cfg: Config, promotions: int) -> int:
@@ -27,17 +32,26 @@ def hard_only_steps(cfg: Config, promotions: int) -> int:
     return cfg.inner.steps * max(1, promotions)
 
 
+def train_fresh_student(engine, grader, cfg: Config, world, name: str, questions: list[QA], order: list[int], steps: int,
+                        seed: int, report) -> str:
+    """A new student adapter (the base model) trained by the inner loop for `steps` RLOO steps on `questions`, taken in
+    `order` (cycled). The one way every baseline trains, so that a step costs the same everywhere."""
+    from soarlite.soar import Student, train_students
+
+    engine.create_adapter(name, OptimizerSpec(cfg.inner.lr, total_steps=steps))
+    budget = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, steps=steps))
+    train_students(engine, grader, budget, world, [Student(name, 0, questions, order)], seed, report)
+    return name
+
+
 def train_hard_only(engine, grader, cfg: Config, world, steps: int, report) -> str:
     """Hard-Only: RLOO straight on the hard train split, with the inner loop's settings, for `steps` steps."""
-    from soarlite.soar import Student, seed_for, train_students
+    from soarlite.soar import seed_for
 
     questions = [QA(p.problem, p.answer) for p in world.hard_train]
     order = list(range(len(questions)))
     random.Random(seed_for(cfg.seed, "hard_only")).shuffle(order)
-    engine.create_adapter(HARD_ONLY, OptimizerSpec(cfg.inner.lr, total_steps=steps))
-    budget = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, steps=steps))
-    train_students(engine, grader, budget, world, [Student(HARD_ONLY, 0, questions, order)], seed_for(cfg.seed, "hard_only"), report)
-    return HARD_ONLY
+    return train_fresh_student(engine, grader, cfg, world, HARD_ONLY, questions, order, steps, seed_for(cfg.seed, "hard_only"), report)
 
 
 def summarise(cfg: Config, world, engine, grader, run_dir, state, report) -> dict:

@@ -41,7 +41,8 @@ def check_paths(cfg: Config) -> None:
             raise RecipeError(f"data.{key}: no file {value} (make the fail@k split with `soarlite filter`)")
 
 
-def resolve_world(cfg: Config):
+def resolve_world(cfg: Config, with_data: bool = True):
+    """The recipe's model and prompts, and its hard splits unless `with_data` is False (`soarlite filter` makes them)."""
     from soarlite import prompts
     from soarlite.soar import World
 
@@ -60,8 +61,8 @@ def resolve_world(cfg: Config):
     template = _prompt(cfg.prompts.student, prompts.STUDENT_PROMPT_PAPER, "STUDENT_PROMPT")
     return World(
         model_dir=str(model_dir),
-        hard_train=load_problems(hard_train, d.problem_field, d.answer_field),
-        hard_test=load_problems(hard_test, d.problem_field, d.answer_field) if hard_test else [],
+        hard_train=load_problems(hard_train, d.problem_field, d.answer_field) if with_data else [],
+        hard_test=load_problems(hard_test, d.problem_field, d.answer_field) if with_data and hard_test else [],
         teacher_prompt=_prompt(cfg.prompts.teacher, prompts.TEACHER_PROMPT_PAPER, "TEACHER_PROMPT"),
         student_prompt=lambda q: prompts.student_prompt(template, q),
     )
@@ -76,24 +77,60 @@ def _prompt(value: str, paper: str, toy_name: str) -> str:
     return paper if value == "paper" else value
 
 
-def run(recipe: str | None, overrides: list[str], out: str | None, resume: str | None, quiet: bool) -> Path:
+def refuse_if_too_big(cfg: Config) -> None:
+    """Refuse, before anything loads, a recipe the planner says will not fit the CUDA card found (naming the knob)."""
+    import importlib.util
+
+    if cfg.device == "cpu" or importlib.util.find_spec("torch") is None:
+        return
+    from soarlite import gpu, plan
+
+    card = gpu.card_from_torch()
+    if card is None:
+        return
+    try:
+        p = plan.make_plan(cfg, card)
+    except plan.PlanError:
+        return  # a model the planner does not know: no check
+    if p.fits is False:
+        raise plan.DoesNotFit(
+            f"{cfg.name} needs about {p.needed / 2**30:.1f} GiB, this {card.name} has {card.mem_gib:g} GiB: lower "
+            f"{p.knob} ({p.suggestion}); `soarlite plan --recipe {cfg.name}` shows the parts; --force starts anyway"
+        )
+
+
+def run(recipe: str | None, overrides: list[str], out: str | None, resume: str | None, quiet: bool,
+        max_hours: float | None = None, check_fit: bool = True) -> Path:
     cfg, run_dir = resolve_run(recipe, overrides, out, resume)
     check_paths(cfg)
+    if check_fit:
+        refuse_if_too_big(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint.recover(run_dir)  # finish or drop a checkpoint that a killed run left half-moved
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
-    from soarlite import evaluate, soar
+    from soarlite import evaluate, gpu, soar, tracking
     from soarlite.engine import make_engine
     from soarlite.rewards import Grader
 
     t0 = time.time()
     with Reporter(quiet=quiet) as report:
         report.line(f"run folder {run_dir}  recipe {cfg.name}")
+        report = tracking.track(report, cfg, run_dir)  # TensorBoard / W&B views of each outer step's metrics
+        report = guard = gpu.StepGuard(report, max_hours, t0)  # per-step peak memory, --max-hours, OOM context
         world = resolve_world(cfg)
         engine = make_engine(cfg, world.model_dir)
         with Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s) as grader:
-            state = soar.run(cfg, world, engine, grader, run_dir, report)
+            try:
+                state = soar.run(cfg, world, engine, grader, run_dir, report)
+            except gpu.BudgetReached as stop:
+                report.line(f"{stop}; every finished step is checkpointed in {run_dir}. Continue with:\n"
+                            f"  soarlite run --resume {run_dir} --max-hours {max_hours:g}")
+                return run_dir
+            except Exception as e:
+                if gpu.is_oom(e):
+                    raise gpu.OutOfMemory(gpu.oom_message(cfg, guard.phase_text, guard.step, run_dir, gpu.peak_gib())) from None
+                raise
             report.phase("summary")
             summary = evaluate.summarise(cfg, world, engine, grader, run_dir, state, report)
             checkpoint.write_json_atomic(run_dir / "summary.json", summary)

@@ -30,6 +30,7 @@ import random
 import resource
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,8 +187,10 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
         report.outer_start(t, o.steps)
 
         # 1-2. the teacher writes g*n pairs; split into g datasets
+        phase_s: dict[str, float] = {}  # where this step's time went
         report.phase("teacher samples questions")
-        pairs, teacher_rollouts, valid_rate = sample_questions(engine, grader, cfg, world, seed)
+        with clock(phase_s, "teacher_sample"):
+            pairs, teacher_rollouts, valid_rate = sample_questions(engine, grader, cfg, world, seed)
         datasets = [pairs[k * o.n : (k + 1) * o.n] for k in range(o.g)]
 
         # 4 (first half). Q_R: M problems from the hard training set, fresh each step
@@ -208,10 +211,12 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
                     random.Random(seed_for(seed, "order", k, j)).shuffle(order)
                     students.append(Student(name, k, datasets[k], order))
             report.phase(f"students {students[0].name}..{students[-1].name} train")
-            train_students(engine, grader, cfg, world, students, seed_for(seed, "wave", w0), report)
+            with clock(phase_s, "inner_loop"):
+                train_students(engine, grader, cfg, world, students, seed_for(seed, "wave", w0), report)
             report.phase("students answer the reward questions")
             names = [s.name for s in students] + ([STUDENT] if baseline_acc is None else [])
-            accs = accuracy(engine, grader, cfg, world, names, reward_questions)
+            with clock(phase_s, "reward_eval"):
+                accs = accuracy(engine, grader, cfg, world, names, reward_questions)
             if baseline_acc is None:
                 baseline_acc = accs.pop()
             for s, acc in zip(students, accs):
@@ -226,12 +231,18 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
 
         # 4 (second half). the grounded reward of each dataset
         rewards = [sum(gk) / len(gk) for gk in gains]
+        teacher_rewards = rewards
+        if o.reward == "intrinsic":  # Intrinsic-T baseline: the teacher learns from learnability; promotion stays grounded
+            from soarlite.baselines import learnability
+
+            teacher_rewards = learnability(engine, grader, cfg, world, datasets, seed)
 
         # 5. teacher RLOO step: dataset-level advantages shared by every pair of the dataset
         report.phase("teacher update")
-        dataset_adv = rloo.advantages(rewards)
+        dataset_adv = rloo.advantages(teacher_rewards)
         advs = [dataset_adv[k] for k in range(o.g) for _ in range(o.n)]
-        upd = rloo.update(engine, TEACHER, teacher_rollouts, advs, o.kl_coef, o.micro_batch)
+        with clock(phase_s, "teacher_update"):
+            upd = rloo.update(engine, TEACHER, teacher_rollouts, advs, o.kl_coef, o.micro_batch)
 
         # 6. promotion on the moving average of the mean reward
         reward_mean = sum(rewards) / o.g
@@ -254,6 +265,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
             "step": t,
             "teacher_valid_rate": valid_rate,
             "rewards": rewards,
+            "teacher_rewards": teacher_rewards,
             "reward_mean": reward_mean,
             "moving_avg": moving,
             "promoted": promoted,
@@ -264,6 +276,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
             "teacher_kl": upd["kl"],
             "teacher_lr": upd["lr"],
             "peak_mem_mb": peak_memory_mb(),
+            "phase_s": phase_s,
             "wall_s": time.time() - t0,
         }
         metrics.append(row)
@@ -273,6 +286,13 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
 
 
 # ------------------------------------------------------------------------------------------------ run folder
+@contextmanager
+def clock(phase_s: dict[str, float], name: str):
+    t0 = time.time()
+    yield
+    phase_s[name] = phase_s.get(name, 0.0) + time.time() - t0
+
+
 def load_state(run_dir: Path) -> State:
     path = run_dir / "state.json"
     if not path.exists():

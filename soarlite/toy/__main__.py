@@ -1,0 +1,5 @@
+import sys
+
+from .build import main
+
+main(sys.argv[1:])

@@ -1,0 +1,273 @@
+"""Build the toy world: data, tokenizer, pretrained tiny Llama, and the fail@k hard split; cached by settings.
+
+    python -m soarlite.toy build [--out DIR] [--seed N] [--small]
+
+The hard split is made exactly as the paper makes its own: k answers at temperature 1 for every candidate problem
+from the finished base model, keep those with 0 of k right, split 50/50 by seed into hard_train and hard_test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+# Bumped whenever a change makes the same (settings, seed) build a different world: it invalidates the cache.
+WORLD_VERSION = 1
+
+DEFAULT_SETTINGS: dict = {
+    # model
+    "hidden": 128,
+    "layers": 2,
+    "heads": 4,  # head_dim = hidden / heads = 32: vLLM's CPU attention refuses 16
+    "ffn": 384,
+    "vocab_size": 320,
+    # Pretraining mix by level, per format. Students see levels 1-3 heavily, 4 a little, 5 (the hard level) never;
+    # the teacher format also has a little of level 5, so the untrained teacher sometimes writes the stepping stones
+    # next to the hard set (writing a chain forwards is easier than solving one: its answers are often right).
+    "student_levels": {"1": 0.3, "2": 0.3, "3": 0.3, "4": 0.1},
+    "teacher_levels": {"1": 0.25, "2": 0.25, "3": 0.25, "4": 0.15, "5": 0.1},
+    "teacher_fraction": 0.5,  # share of pretraining sequences in the teacher format (the rest: student format)
+    "pretrain_steps": 600,
+    "batch": 64,
+    "lr": 3e-3,
+    # evaluation and the hard split
+    "hard_level": 5,
+    "n_hard_candidates": 96,
+    "fail_k": 128,
+    "easy_levels": [1, 2, 3],  # the levels pretraining covers heavily
+    "n_easy": 64,  # problems per easy level
+    "easy_samples": 4,  # temperature-1 samples per easy problem for pass@1
+    "n_teacher_samples": 256,
+    "level_probe": 32,  # problems per level for the per-level pass@1 table in world.json
+    # torch threads. 1 because the build shares two cores with other work, where two spinning threads ran 5x slower;
+    # the same settings on another thread count may differ in the last bits.
+    "threads": 1,
+}
+
+SMALL_SETTINGS: dict = {
+    **DEFAULT_SETTINGS,
+    "hidden": 64,
+    "layers": 1,
+    "heads": 2,
+    "ffn": 128,
+    "pretrain_steps": 40,
+    "batch": 32,
+    "n_hard_candidates": 8,
+    "fail_k": 16,
+    "n_easy": 8,
+    "easy_samples": 2,
+    "n_teacher_samples": 16,
+    "level_probe": 0,
+    "threads": 1,
+}
+
+
+def _check_settings(settings: dict) -> dict:
+    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown toy setting {unknown[0]!r}; allowed: {', '.join(sorted(DEFAULT_SETTINGS))}")
+    s = {**DEFAULT_SETTINGS, **settings}
+    if s["hidden"] % s["heads"]:
+        raise ValueError("toy setting 'hidden' must be a multiple of 'heads'")
+    for key in ("student_levels", "teacher_levels"):
+        s[key] = {str(k): float(v) for k, v in s[key].items()}
+    return s
+
+
+def settings_hash(settings: dict, seed: int) -> str:
+    s = _check_settings(settings)
+    blob = json.dumps({"settings": s, "seed": seed, "version": WORLD_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _student_tokens(level: int) -> int:
+    # about 8 tokens a step plus the boxed answer, with room to spare for a model that rambles
+    return 8 * level + 16
+
+
+def build(out: Path, *, seed: int = 0, verbose: bool = False, **settings) -> Path:
+    """Build the world into `out` (which must not exist yet, or is replaced). See the module docstring."""
+    import torch
+
+    from .model import encode, make_model, pretrain, sample, train_tokenizer
+    from .world import TEACHER_PROMPT, check, parse_pair, problems, random_problem, student_prompt
+
+    s = _check_settings(settings)
+    out = Path(out)
+    t0 = time.time()
+    log = print if verbose else (lambda *a, **k: None)
+    prev_threads, prev_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(s["threads"])
+    torch.use_deterministic_algorithms(True)
+    try:
+        # Data first, from its own seed streams, so the hard candidates can be kept out of the pretraining text.
+        hard_level = s["hard_level"]
+        candidates = problems(seed * 1000 + 1, hard_level, s["n_hard_candidates"])
+        held_out = {p.question for p in candidates}
+        easy = [p for lv in s["easy_levels"] for p in problems(seed * 1000 + 2, lv, s["n_easy"])]
+
+        rng = random.Random(f"toy/pretrain/{seed}")
+        mix = {fmt: ([int(k) for k in s[f"{fmt}_levels"]], list(s[f"{fmt}_levels"].values()))
+               for fmt in ("teacher", "student")}
+        texts: list[str] = []
+        while len(texts) < s["pretrain_steps"] * s["batch"]:
+            fmt = "teacher" if rng.random() < s["teacher_fraction"] else "student"
+            p = random_problem(rng, rng.choices(*mix[fmt])[0])
+            if p.question in held_out:
+                continue
+            texts.append(TEACHER_PROMPT + p.teacher_text() if fmt == "teacher"
+                         else student_prompt(p.question) + p.student_solution())
+        log(f"[toy] {len(texts)} pretraining texts, {time.time() - t0:.1f}s")
+
+        tok = train_tokenizer(texts[:5000] + [TEACHER_PROMPT, student_prompt("")], s["vocab_size"])
+        torch.manual_seed(seed)
+        model = make_model(tok, hidden=s["hidden"], layers=s["layers"], heads=s["heads"], ffn=s["ffn"],
+                           max_positions=512)
+        seqs = encode(tok, texts)
+        losses = pretrain(model, seqs, steps=s["pretrain_steps"], batch=s["batch"], lr=s["lr"], seed=seed,
+                          pad_id=tok.pad_token_id, log_every=100 if verbose else 0)
+        t_pre = time.time() - t0
+        log(f"[toy] pretrained, loss {losses[-1]:.3f}, {t_pre:.1f}s")
+
+        # Untrained teacher: how often a temperature-1 sample is a valid pair, and how often its answer is right.
+        touts = sample(model, tok, [TEACHER_PROMPT] * s["n_teacher_samples"], max_new_tokens=_student_tokens(6) + 40,
+                       seed=seed * 1000 + 3)
+        pairs = [parse_pair(t) for t in touts]
+        valid = [p for p in pairs if p]
+        right, teacher_levels = 0, Counter()
+        for q, a in valid:
+            prob = _parse_question(q)
+            if prob is not None:
+                teacher_levels[prob.level] += 1
+                right += prob.answer == int(a)
+
+        def pass1(probs, n, seed_):
+            prompts = [student_prompt(p.question) for p in probs for _ in range(n)]
+            outs = sample(model, tok, prompts, max_new_tokens=_student_tokens(max(p.level for p in probs)),
+                          seed=seed_)
+            return sum(check(o, p.answer) for o, p in zip(outs, [p for p in probs for _ in range(n)])) / len(outs)
+
+        easy_pass1 = pass1(easy, s["easy_samples"], seed * 1000 + 4)
+        by_level = {}
+        if s["level_probe"]:
+            for lv in range(1, hard_level + 2):
+                probe = problems(seed * 1000 + 5, lv, s["level_probe"], exclude=held_out)
+                by_level[str(lv)] = {"pass1_t1": pass1(probe, 4, seed * 1000 + 6 + lv),
+                                     "greedy": _greedy_acc(model, tok, probe, sample, check, student_prompt)}
+        log(f"[toy] teacher valid {len(valid)}/{len(touts)}, easy pass@1 {easy_pass1:.3f}, {by_level}")
+
+        # fail@k: k temperature-1 answers per candidate; keep those with none right.
+        k = s["fail_k"]
+        prompts = [student_prompt(p.question) for p in candidates for _ in range(k)]
+        outs = sample(model, tok, prompts, max_new_tokens=_student_tokens(hard_level), seed=seed * 1000 + 7)
+        n_right = [sum(check(o, p.answer) for o in outs[i * k:(i + 1) * k]) for i, p in enumerate(candidates)]
+        hard = [p for p, c in zip(candidates, n_right) if c == 0]
+        random.Random(f"toy/split/{seed}").shuffle(hard)
+        hard_train, hard_test = hard[: len(hard) // 2], hard[len(hard) // 2:]
+        log(f"[toy] fail@{k}: {len(hard)}/{len(candidates)}, {time.time() - t0:.1f}s")
+
+        # Write everything into a temporary folder beside `out`, then rename: a killed build leaves no half world.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            model.save_pretrained(tmp / "model", safe_serialization=True)
+            tok.save_pretrained(tmp / "model")
+            for name, rows in [("hard_train", hard_train), ("hard_test", hard_test), ("easy", easy)]:
+                with open(tmp / f"{name}.jsonl", "w") as f:
+                    f.writelines(json.dumps(p.row()) + "\n" for p in rows)
+            stats = {
+                "teacher_valid_rate": len(valid) / len(touts),
+                "teacher_answer_correct_rate": right / max(1, len(valid)),
+                "teacher_levels": {str(lv): c for lv, c in sorted(teacher_levels.items())},
+                "easy_pass1": easy_pass1,
+                "pass1_by_level": by_level,
+                "hard_candidates": len(candidates),
+                "fail_at_k": len(hard),
+                "fail_k": k,
+                "correct_of_k_histogram": {str(c): n for c, n in sorted(Counter(n_right).items())},
+                "hard_train": len(hard_train),
+                "hard_test": len(hard_test),
+                "params": sum(p.numel() for p in model.parameters()),
+                "final_pretrain_loss": sum(losses[-20:]) / len(losses[-20:]),
+                "pretrain_seconds": round(t_pre, 1),
+                "build_seconds": round(time.time() - t0, 1),
+            }
+            world = {"version": WORLD_VERSION, "seed": seed, "settings": s, "teacher_prompt": TEACHER_PROMPT,
+                     "student_prompt": student_prompt("{question}"), "stats": stats}
+            (tmp / "world.json").write_text(json.dumps(world, indent=1) + "\n")
+            if out.exists():
+                shutil.rmtree(out)
+            os.rename(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log(f"[toy] built {out} in {time.time() - t0:.1f}s: {json.dumps(stats)}")
+        return out
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det)
+
+
+def _greedy_acc(model, tok, probs, sample, check, student_prompt) -> float:
+    outs = sample(model, tok, [student_prompt(p.question) for p in probs], temperature=0,
+                  max_new_tokens=_student_tokens(max(p.level for p in probs)), seed=0)
+    return sum(check(o, p.answer) for o, p in zip(outs, probs)) / len(probs)
+
+
+def _parse_question(q: str):
+    """The Problem a teacher's question states, if it is in the world's grammar (to check its answer)."""
+    import re
+
+    from .world import Problem
+
+    m = re.fullmatch(r"Start with (\d+)\.((?: (?:Add \d|Subtract \d|Multiply by \d)\.)*)", q.strip())
+    if not m:
+        return None
+    ops = tuple(("+" if w == "Add" else "-" if w == "Subtract" else "*", int(d))
+                for w, d in re.findall(r"(Add|Subtract|Multiply by) (\d)", m.group(2)))
+    return Problem(int(m.group(1)), ops) if ops else None
+
+
+def cache_dir(settings: dict, seed: int = 0, cache_root: Path | None = None) -> Path:
+    if cache_root is None:
+        cache_root = Path(os.environ.get("SOARLITE_CACHE") or Path.home() / ".cache" / "soarlite") / "toy"
+    return Path(cache_root) / settings_hash(settings, seed)
+
+
+def ensure_built(settings: dict, seed: int = 0, cache_root: Path | None = None) -> Path:
+    """The built world for (settings, seed): from the cache when there, else built now (once)."""
+    out = cache_dir(settings, seed, cache_root)
+    if not (out / "world.json").exists():
+        build(out, seed=seed, **settings)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m soarlite.toy", description=__doc__.split("\n")[0])
+    ap.add_argument("command", choices=["build"])
+    ap.add_argument("--out", type=Path, help="build here instead of the cache")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--small", action="store_true", help="the test suite's small world")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override one setting")
+    a = ap.parse_args(argv)
+    settings = dict(SMALL_SETTINGS if a.small else DEFAULT_SETTINGS)
+    for kv in a.set:
+        key, _, val = kv.partition("=")
+        settings[key] = json.loads(val)
+    out = a.out or cache_dir(settings, a.seed)
+    build(out, seed=a.seed, verbose=True, **settings)
+    print(out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,125 @@
+"""The toy world: generator and formats (exact values), settings, determinism, and the fail@k hard split."""
+
+import json
+import random
+
+import pytest
+
+from soarlite import toy
+from soarlite.toy.world import Problem, random_problem
+
+
+def test_generator_exact_values():
+    (p,) = toy.problems(0, 3, 1)
+    assert p == Problem(12, (("*", 2), ("-", 9), ("-", 9)))
+    assert p.question == "Start with 12. Multiply by 2. Subtract 9. Subtract 9."
+    assert p.answer == 6 and p.level == 3
+    assert p.row() == {"problem": p.question, "answer": "6", "level": 3}
+    assert toy.problems(7, 5, 1)[0] == Problem(10, (("*", 4), ("-", 1), ("*", 2), ("-", 6), ("+", 8)))
+
+
+def test_formats():
+    p = Problem(12, (("*", 2), ("-", 9), ("-", 9)))
+    assert p.teacher_text() == (
+        "12 * 2 = 24. 24 - 9 = 15. 15 - 9 = 6.\n"
+        "<question>Start with 12. Multiply by 2. Subtract 9. Subtract 9.</question><answer>\\boxed{6}</answer>"
+    )
+    assert toy.student_prompt(p.question) + p.student_solution() == (
+        "Question: Start with 12. Multiply by 2. Subtract 9. Subtract 9.\n"
+        "Answer: 12 * 2 = 24. 24 - 9 = 15. 15 - 9 = 6. \\boxed{6}"
+    )
+    assert toy.TEACHER_PROMPT.endswith("\n")
+    assert toy.parse_pair(p.teacher_text()) == (p.question, "6")
+    assert toy.parse_pair("<question>Q</question><answer>\\boxed{x}</answer>") is None
+    assert toy.parse_pair("<question>Q</question>") is None
+    assert toy.check(p.student_solution(), "6") and toy.check(p.student_solution(), 6)
+    assert not toy.check(" \\boxed{6} then \\boxed{7}", "6")
+    assert not toy.check("6", "6") and not toy.check("\\boxed{six}", "6")
+
+
+def test_generator_determinism_and_range():
+    assert toy.problems(3, 4, 50) == toy.problems(3, 4, 50)
+    assert toy.problems(3, 4, 50) != toy.problems(4, 4, 50)
+    assert len({p.question for p in toy.problems(3, 4, 50)}) == 50
+    rng = random.Random(0)
+    for _ in range(2000):
+        p = random_problem(rng, rng.randint(1, 7))
+        assert all(0 <= v <= 99 for v in p.values())
+    held = {p.question for p in toy.problems(0, 2, 10)}
+    assert not held & {p.question for p in toy.problems(0, 2, 20, exclude=held)}
+
+
+def test_unknown_setting_raises(tmp_path):
+    with pytest.raises(ValueError, match="'nope'.*allowed:.*hidden"):
+        toy.build(tmp_path / "w", nope=1)
+    with pytest.raises(ValueError, match="'nope'"):
+        toy.ensure_built({"nope": 1}, cache_root=tmp_path)
+    assert not (tmp_path / "w").exists()
+
+
+def test_settings_hash():
+    assert toy.settings_hash(toy.SMALL_SETTINGS, 0) == toy.settings_hash(dict(toy.SMALL_SETTINGS), 0)
+    assert toy.settings_hash(toy.SMALL_SETTINGS, 0) != toy.settings_hash(toy.SMALL_SETTINGS, 1)
+    assert toy.settings_hash({}, 0) == toy.settings_hash(toy.DEFAULT_SETTINGS, 0)
+
+
+def test_small_world_files(toy_world):
+    from transformers import AutoTokenizer
+
+    for name in ["model/config.json", "model/model.safetensors", "model/tokenizer.json", "hard_train.jsonl",
+                 "hard_test.jsonl", "easy.jsonl", "world.json"]:
+        assert (toy_world / name).is_file(), name
+    world = json.loads((toy_world / "world.json").read_text())
+    stats = world["stats"]
+    train, test = (_rows(toy_world / f"hard_{s}.jsonl") for s in ("train", "test"))
+    assert train and test and abs(len(train) - len(test)) <= 1
+    assert stats["hard_train"] == len(train) and stats["fail_at_k"] == len(train) + len(test)
+    assert {r["level"] for r in train + test} == {world["settings"]["hard_level"]}
+    assert not {r["problem"] for r in train} & {r["problem"] for r in test}
+    tok = AutoTokenizer.from_pretrained(toy_world / "model")
+    assert tok.bos_token and tok.eos_token and tok.pad_token
+    text = toy.student_prompt(train[0]["problem"])
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == text
+    assert [tok.convert_ids_to_tokens(i) for i in tok("12")["input_ids"][1:]] == ["1", "2"]  # a token per digit
+
+
+def test_hard_split_is_fail_at_k(toy_world):
+    """Re-sample the hard problems with a fresh seed: the model the world was built for still gets none right.
+    The small world uses k = SMALL_SETTINGS['fail_k'] = 16 samples per problem (the default world: 128)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from soarlite.toy.model import sample
+
+    k = json.loads((toy_world / "world.json").read_text())["settings"]["fail_k"]
+    model = AutoModelForCausalLM.from_pretrained(toy_world / "model")
+    tok = AutoTokenizer.from_pretrained(toy_world / "model")
+    rows = _rows(toy_world / "hard_train.jsonl") + _rows(toy_world / "hard_test.jsonl")
+    torch.set_num_threads(1)
+    outs = sample(model, tok, [toy.student_prompt(r["problem"]) for r in rows for _ in range(k)],
+                  max_new_tokens=64, seed=12345)
+    answers = [r["answer"] for r in rows for _ in range(k)]
+    assert not any(toy.check(o, a) for o, a in zip(outs, answers))
+
+
+def test_build_is_deterministic(toy_world, tmp_path):
+    """Building again with the same seed (outside the cache) gives identical data files and identical weights."""
+    again = toy.build(tmp_path / "again", seed=0, **toy.SMALL_SETTINGS)
+    for name in ["hard_train.jsonl", "hard_test.jsonl", "easy.jsonl", "model/model.safetensors",
+                 "model/tokenizer.json", "model/config.json"]:
+        assert (again / name).read_bytes() == (toy_world / name).read_bytes(), name
+    stats = [json.loads((w / "world.json").read_text())["stats"] for w in (toy_world, again)]
+    for s in stats:
+        s.pop("build_seconds"), s.pop("pretrain_seconds")
+    assert stats[0] == stats[1]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+def test_ensure_built_uses_the_cache(toy_world):
+    assert toy.ensure_built(toy.SMALL_SETTINGS, seed=0, cache_root=toy_world.parent) == toy_world
+    assert toy_world.name == toy.settings_hash(toy.SMALL_SETTINGS, 0)
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
