@@ -51,10 +51,12 @@ def test_slug():
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_baselines_on_a_finished_tiny_run(tmp_path_factory):
-    from tests._world import finished_run, invoke, world_cache
+    from tests._world import finished_run, invoke, world_cache, world_dir
 
     cache = world_cache(tmp_path_factory)
     run = finished_run(tmp_path_factory)
+    # the split sizes are what the build measured on this machine (fail@k depends on the model's samples)
+    n_train, n_test = (len((world_dir(cache) / f).read_text().splitlines()) for f in ("hard_train.jsonl", "hard_test.jsonl"))
     state = json.loads((run / "state.json").read_text())
     pq = [json.loads(x) for x in (run / "pq.jsonl").read_text().splitlines()]
     assert state["promotions"] == [0, 1] and len(pq) == 8
@@ -70,13 +72,13 @@ def test_baselines_on_a_finished_tiny_run(tmp_path_factory):
     labels = {m: g["label"] for m, g in got.items()}
     assert labels == {"hard-only": "Hard-Only", "pq": "PQ (mixed)", "ps": "PS", "base-teacher": "Base-T"}
     for m, g in got.items():
-        assert g["samples"] == 4 and list(g["pass_at_k"]) == ["1", "4"] and g["problems"] == 3
+        assert g["samples"] == 4 and list(g["pass_at_k"]) == ["1", "4"] and g["problems"] == n_test
         assert (run / "eval" / f"{slug(g['label'])}.json").is_file()
         if m != "ps":  # the trained ones: one budget, recorded, and the adapter kept
             assert g["student_steps"] == budget and g["student_rollouts"] == budget * 2 * 4
             assert (run / "baselines" / slug(g["label"]) / "adapter_model.safetensors").is_file()
-    assert got["hard-only"]["student_questions"] == 2  # the hard train split of the small world
-    assert got["pq"]["student_questions"] == 8 + 2 and got["pq"]["pq_questions"] == 8
+    assert got["hard-only"]["student_questions"] == n_train  # the hard train split of the small world
+    assert got["pq"]["student_questions"] == 8 + n_train and got["pq"]["pq_questions"] == 8
     assert got["ps"]["adapter"].endswith("adapters/student")
     base_t = got["base-teacher"]
     assert base_t["student_questions"] == 8 and 0 < base_t["teacher_valid_rate"] <= 1
