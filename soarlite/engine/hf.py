@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -57,6 +58,9 @@ class HFEngine:
             gpu.require_bnb()
         if unsloth:
             import unsloth as _unsloth  # noqa: F401  (first: it patches transformers and peft before they load)
+        # bitsandbytes (when installed, transformers imports it) tries to fetch an optional CPU kernel from a hub at
+        # import and warns when it cannot, which is every offline run; the fallback it takes is correct.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
