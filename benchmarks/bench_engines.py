@@ -1,7 +1,8 @@
 """Many LoRA adapters on one base, on each engine: one table of ratios, every pair measured in the same run.
 
-    python benchmarks/bench_engines.py [--engines hf,vllm] [--device auto|cpu|cuda] [--threads 1] [--layers 2] [--hidden 128]
-        [--adapters 16] [--prompts 4] [--samples 4] [--new-tokens 64] [--g 4] [--r 2] [--inner-steps 4] [--repeats 3]
+    python benchmarks/bench_engines.py [--engines hf,vllm] [--device auto|cpu|cuda] [--threads 1] [--layers 2]
+        [--hidden 128] [--adapters 16] [--prompts 4] [--samples 4] [--new-tokens 64] [--g 4] [--r 2] [--inner-steps 4]
+        [--repeats 3]
 
 Per engine (vllm only where it is installed):
   * sampling: tokens per second of (a) one generate call over all adapters, an adapter per prompt, against (b) a call
@@ -18,8 +19,10 @@ only, and what is measured is the engine. Each pair is timed in turns, and each 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -150,6 +153,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
+    atexit.register(shutil.rmtree, tmp, True)
     model_dir = make_tiny_model(tmp / "model", layers=args.layers, hidden=args.hidden)
     params_m = sum(t.numel() for t in load_file(str(model_dir / "model.safetensors")).values()) / 1e6
     cfg = load_recipe("tiny")
@@ -192,7 +196,8 @@ def main() -> None:
     print("| engine | one call, tok/s | call per adapter, tok/s | ratio | lockstep, s | one at a time, s | ratio |")
     print("|---|---|---|---|---|---|---|")
     for kind, one, per, lock, single in rows:
-        print(f"| {kind} | {one:,.0f} | {per:,.0f} | {one / per:.2f}x | {lock:.1f} | {single:.1f} | {single / lock:.2f}x |")
+        print(f"| {kind} | {one:,.0f} | {per:,.0f} | {one / per:.2f}x "
+              f"| {lock:.1f} | {single:.1f} | {single / lock:.2f}x |")
 
 
 if __name__ == "__main__":

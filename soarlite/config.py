@@ -282,7 +282,8 @@ def list_recipes() -> dict[str, Path]:
 
 def recipe_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    # A name is looked up among the recipes even when a folder called `tiny` happens to sit in the current directory.
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if not p.is_file():
             raise RecipeError(f"--recipe: no file {name_or_path}")
         return p

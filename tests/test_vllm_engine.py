@@ -157,11 +157,11 @@ def test_stale_and_deleted_adapters_leave_vllm(engine):
 
     engine.create_adapter("gone", OptimizerSpec(5e-2, 10))
     engine.generate(PROMPTS[:2], ["gone"] * 2, GREEDY, seed=0)
-    first = engine._loaded["gone"]
+    first = engine._loaded["gone"][1]
     assert first.lora_int_id in engine.llm.llm_engine.list_loras()
     _train(engine, "gone", steps=1)
     engine.generate(PROMPTS[:2], ["gone"] * 2, GREEDY, seed=0)
-    second = engine._loaded["gone"]
+    second = engine._loaded["gone"][1]
     loras = engine.llm.llm_engine.list_loras()
     assert second.lora_int_id != first.lora_int_id and second.lora_int_id in loras
     assert first.lora_int_id not in loras and not Path(first.lora_path).exists()

