@@ -168,8 +168,9 @@ class HFEngine:
     def delete_adapter(self, name: str) -> None:
         self.optimizers.pop(name, None)
         if len(self.adapters) == 1:
-            # peft keeps at least one adapter; zero it out of use instead of deleting the last one.
-            raise ValueError("cannot delete the last adapter")
+            raise ValueError("cannot delete the last adapter")  # peft's model needs one
+        if name in self.model.active_adapters:  # hand the active slot over first, else peft warns at every deletion
+            self.model.set_adapter(next(a for a in self.adapters if a != name))
         self.model.delete_adapter(name)
         self.versions.pop(name, None)
         if self.sampler is not None:
