@@ -22,7 +22,7 @@ class Reporter:
         self.live_mode = not quiet and self.console.is_terminal
         self.start = time.time()
         self.step = self.total = 0
-        self.first_step = None
+        self.step_times: list[float] = []
         self.phase_text = ""
         self.inner_at = (0, 0)
         self.last: dict | None = None
@@ -32,8 +32,6 @@ class Reporter:
     # the loop's callbacks
     def outer_start(self, t: int, total: int) -> None:
         self.step, self.total = t, total
-        if self.first_step is None:
-            self.first_step = t
         self.phase_text = ""
         self._update()
 
@@ -49,6 +47,7 @@ class Reporter:
 
     def outer_end(self, row: dict, state) -> None:
         self.last = row
+        self.step_times.append(row["wall_s"])
         self.promotions = len(state.promotions)
         rewards = " ".join(f"{r:+.3f}" for r in row["rewards"])
         ma = "-" if row["moving_avg"] is None else f"{row['moving_avg']:+.3f}"
@@ -67,10 +66,11 @@ class Reporter:
 
     # display
     def eta(self) -> float | None:
-        done = self.step + 1 - (self.first_step or 0) if self.last else 0
-        if not done:
+        """Seconds left, from the mean wall time of the steps this process finished (not from the start: building
+        the toy world or loading a model is not a step)."""
+        if not self.step_times:
             return None
-        return (time.time() - self.start) / done * (self.total - self.step - 1)
+        return sum(self.step_times) / len(self.step_times) * (self.total - self.step - 1)
 
     def _render(self) -> Table:
         table = Table.grid(padding=(0, 2))
