@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 # Bumped whenever a change makes the same (settings, seed) build a different world: it invalidates the cache.
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 DEFAULT_SETTINGS: dict = {
     # model
@@ -28,7 +28,7 @@ DEFAULT_SETTINGS: dict = {
     "layers": 2,
     "heads": 4,  # head_dim = hidden / heads = 32: vLLM's CPU attention refuses 16
     "ffn": 384,
-    "vocab_size": 320,
+    "vocab_size": 512,  # 259 bytes and specials, the rest merges: the prompts and words become single tokens
     # Pretraining mix by level, per format. Students see levels 1-3 heavily, 4 a little, 5 (the hard level) never;
     # the teacher format also has a little of level 5, so the untrained teacher sometimes writes the stepping stones
     # next to the hard set (writing a chain forwards is easier than solving one: its answers are often right).
@@ -52,21 +52,20 @@ DEFAULT_SETTINGS: dict = {
     "threads": 1,
 }
 
+# Seconds to build, for the test suite: a weak model, but its teacher already writes valid pairs most of the time.
 SMALL_SETTINGS: dict = {
     **DEFAULT_SETTINGS,
     "hidden": 64,
-    "layers": 1,
     "heads": 2,
     "ffn": 128,
-    "pretrain_steps": 40,
+    "pretrain_steps": 200,
     "batch": 32,
-    "n_hard_candidates": 8,
+    "n_hard_candidates": 12,
     "fail_k": 16,
     "n_easy": 8,
     "easy_samples": 2,
     "n_teacher_samples": 16,
     "level_probe": 0,
-    "threads": 1,
 }
 
 
@@ -90,18 +89,21 @@ def settings_hash(settings: dict, seed: int) -> str:
 
 def _student_tokens(level: int) -> int:
     # about 8 tokens a step plus the boxed answer, with room to spare for a model that rambles
-    return 8 * level + 16
+    return 10 * level + 16
 
 
 def build(out: Path, *, seed: int = 0, verbose: bool = False, **settings) -> Path:
-    """Build the world into `out` (which must not exist yet, or is replaced). See the module docstring."""
+    """Build the world into `out`, replacing what is there. See the module docstring."""
+    return _build(Path(out), seed, settings, verbose, keep_existing=False)
+
+
+def _build(out: Path, seed: int, settings: dict, verbose: bool, keep_existing: bool) -> Path:
     import torch
 
     from .model import encode, make_model, pretrain, sample, train_tokenizer
     from .world import TEACHER_PROMPT, check, parse_pair, problems, random_problem, student_prompt
 
     s = _check_settings(settings)
-    out = Path(out)
     t0 = time.time()
     log = print if verbose else (lambda *a, **k: None)
     prev_threads, prev_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -195,6 +197,14 @@ def build(out: Path, *, seed: int = 0, verbose: bool = False, **settings) -> Pat
                 "correct_of_k_histogram": {str(c): n for c, n in sorted(Counter(n_right).items())},
                 "hard_train": len(hard_train),
                 "hard_test": len(hard_test),
+                # What a run's token limits must allow: the longest teacher output and student solution, by level.
+                "max_tokens_by_level": {
+                    str(lv): {"teacher_output": max(len(tok(p.teacher_text(), add_special_tokens=False)["input_ids"])
+                                                    for p in sample_probs) + 1,
+                              "student_solution": max(len(tok(p.student_solution(), add_special_tokens=False)
+                                                          ["input_ids"]) for p in sample_probs) + 1}
+                    for lv in range(1, hard_level + 1) for sample_probs in [problems(seed * 1000 + 8, lv, 64)]
+                },
                 "params": sum(p.numel() for p in model.parameters()),
                 "final_pretrain_loss": sum(losses[-20:]) / len(losses[-20:]),
                 "pretrain_seconds": round(t_pre, 1),
@@ -203,9 +213,15 @@ def build(out: Path, *, seed: int = 0, verbose: bool = False, **settings) -> Pat
             world = {"version": WORLD_VERSION, "seed": seed, "settings": s, "teacher_prompt": TEACHER_PROMPT,
                      "student_prompt": student_prompt("{question}"), "stats": stats}
             (tmp / "world.json").write_text(json.dumps(world, indent=1) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.rename(tmp, out)
+            if not out.exists():
+                os.rename(tmp, out)
+            elif keep_existing and (out / "world.json").exists():
+                shutil.rmtree(tmp)  # another process built the same world meanwhile: same bytes, keep theirs
+            else:
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.rename(out, old)
+                os.rename(tmp, out)
+                shutil.rmtree(old)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -246,7 +262,7 @@ def ensure_built(settings: dict, seed: int = 0, cache_root: Path | None = None) 
     """The built world for (settings, seed): from the cache when there, else built now (once)."""
     out = cache_dir(settings, seed, cache_root)
     if not (out / "world.json").exists():
-        build(out, seed=seed, **settings)
+        _build(out, seed, settings, verbose=False, keep_existing=True)
     return out
 
 

@@ -79,7 +79,8 @@ def pretrain(model: LlamaForCausalLM, seqs: list[list[int]], *, steps: int, batc
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     model.train()
     losses, t0 = [], time.time()
-    for s, idx in enumerate(_length_batches(seqs, steps, batch, gen)):
+    for s in range(steps):
+        idx = torch.randint(len(seqs), (batch,), generator=gen).tolist()
         rows = [seqs[i] for i in idx]
         width = max(map(len, rows))
         ids = torch.full((batch, width), pad_id)
@@ -98,22 +99,6 @@ def pretrain(model: LlamaForCausalLM, seqs: list[list[int]], *, steps: int, batc
             print(f"  step {s:5d}  loss {loss.item():.4f}  {time.time() - t0:6.1f}s", flush=True)
     model.eval()
     return losses
-
-
-def _length_batches(seqs: list[list[int]], steps: int, batch: int, gen: torch.Generator) -> list[list[int]]:
-    """`steps` batches of indices, each of similar lengths: shuffle, sort within windows of 32 batches, cut, and
-    shuffle the batches. Texts range from 20 to 100 tokens, so random batches would spend a third of the compute on
-    padding."""
-    order = []
-    while len(order) < steps * batch:
-        order += torch.randperm(len(seqs), generator=gen).tolist()
-    order = order[: steps * batch]
-    window = 32 * batch
-    batches = []
-    for w in range(0, len(order), window):
-        chunk = sorted(order[w: w + window], key=lambda i: len(seqs[i]))
-        batches += [chunk[b: b + batch] for b in range(0, len(chunk), batch)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
 @torch.no_grad()
