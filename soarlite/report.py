@@ -85,6 +85,11 @@ def plot_rewards(runs: list[Run], path: Path) -> None:
         if tau is not None:
             ax.axhline(tau, color=color, ls="--", lw=0.8, alpha=0.6, label=f"{r.name}: tau")
     ax.set(xlabel="outer step", ylabel="reward (student gain on Q_R)", title="Teacher reward")
+    _finish(plt, fig, ax, path)
+
+
+def _finish(plt, fig, ax, path: Path) -> None:
+    """What every per-step plot ends with: integer steps, grid, legend, saved and closed."""
     _integer_steps(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
@@ -100,12 +105,7 @@ def plot_series(runs: list[Run], key: str, ylabel: str, title: str, path: Path) 
         values = [float("nan") if m.get(key) is None else m[key] for m in r.metrics]  # older rows may lack a key
         ax.plot([m["step"] for m in r.metrics], values, "o-", ms=3, color=f"C{i % 10}", label=r.name)
     ax.set(xlabel="outer step", ylabel=ylabel, title=title)
-    _integer_steps(ax)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(plt, fig, ax, path)
 
 
 def plot_pass_at_k(runs: list[Run], path: Path) -> None:

@@ -33,3 +33,20 @@ def make_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+ALL_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def tiny_cfg(device: str, **model):
+    """A default Config with small LoRA adapters on every linear layer, for engine tests on `device`."""
+    from soarlite.config import Config
+
+    cfg = Config()
+    cfg.device = device
+    cfg.model.lora_rank = 4
+    cfg.model.lora_alpha = 8
+    cfg.model.target_modules = list(ALL_MODULES)
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
+    return cfg

@@ -9,10 +9,9 @@ import importlib.util
 
 import pytest
 import torch
-from _tiny import make_tiny_model
+from _tiny import make_tiny_model, tiny_cfg
 
 from soarlite import gpu, plan, rloo
-from soarlite.config import Config
 from soarlite.engine import OptimizerSpec, SamplingParams
 from soarlite.engine.hf import HFEngine
 
@@ -31,15 +30,7 @@ def model_dir(tmp_path_factory):
 
 
 def _cfg(**model):
-    cfg = Config()
-    cfg.device = "cuda"
-    cfg.model.lora_rank = 4
-    cfg.model.lora_alpha = 8
-    cfg.model.target_modules = list(MODULES)
-    cfg.model.use_unsloth = False
-    for k, v in model.items():
-        setattr(cfg.model, k, v)
-    return cfg
+    return tiny_cfg("cuda", **{"use_unsloth": False, **model})
 
 
 def test_card_and_dtype_match_the_capability():

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from _tiny import make_tiny_model
+from _tiny import make_tiny_model, tiny_cfg
 
 from soarlite import gpu, rloo
-from soarlite.config import Config, load_recipe
+from soarlite.config import load_recipe
 from soarlite.engine import MissingExtra, OptimizerSpec, SamplingParams
 from soarlite.engine.hf import HFEngine, pick_dtype
 
@@ -26,14 +26,7 @@ def model_dir(tmp_path_factory):
 
 
 def _cfg(**model):
-    cfg = Config()
-    cfg.device = "cpu"
-    cfg.model.lora_rank = 4
-    cfg.model.lora_alpha = 8
-    cfg.model.target_modules = list(MODULES)
-    for k, v in model.items():
-        setattr(cfg.model, k, v)
-    return cfg
+    return tiny_cfg("cpu", **model)
 
 
 def _lora(engine, name, kind="lora_B"):
