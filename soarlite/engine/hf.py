@@ -19,6 +19,8 @@ import torch
 
 from soarlite.engine import Completion, OptimizerSpec, SamplingParams, require
 
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the grader's worker processes would warn otherwise
+
 BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
 
 
@@ -341,5 +343,3 @@ class HFEngine:
         self._touch(name)
         return lr
 
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the grader's worker processes would warn otherwise
