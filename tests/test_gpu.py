@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 import torch
-from _tiny import make_tiny_model, tiny_cfg
+from _tiny import ALL_MODULES, make_tiny_model, tiny_cfg
 
 from soarlite import gpu, plan, rloo
 from soarlite.engine import OptimizerSpec, SamplingParams
@@ -21,7 +21,7 @@ pytestmark = [
 ]
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
 PROMPTS = ["12+30=", "7*8=", "hello "]
-MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODULES = ALL_MODULES
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from _tiny import make_tiny_model, tiny_cfg
+from _tiny import ALL_MODULES, make_tiny_model, tiny_cfg
 
 from soarlite import gpu, rloo
 from soarlite.config import load_recipe
@@ -16,7 +16,7 @@ from soarlite.engine import MissingExtra, OptimizerSpec, SamplingParams
 from soarlite.engine.hf import HFEngine, pick_dtype
 
 PROMPTS = ["12+30=", "7*8=", "hello "]
-MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODULES = ALL_MODULES
 
 
 @pytest.fixture(scope="module")
