@@ -213,6 +213,13 @@ def _check_whole(cfg: Config) -> None:
         raise RecipeError("toy: only allowed with model.base: toy")
     if cfg.toy.get("preset", "default") not in ("default", "small"):
         raise RecipeError(f"toy.preset: {cfg.toy['preset']!r} is not allowed; use one of 'default', 'small'")
+    if cfg.toy:
+        from soarlite.toy import DEFAULT_SETTINGS  # no torch: the world's settings are plain data
+
+        allowed = ["preset", "seed", *DEFAULT_SETTINGS]
+        unknown = sorted(set(cfg.toy) - set(allowed))
+        if unknown:
+            raise RecipeError(f"toy.{unknown[0]}: unknown key; allowed here: {', '.join(allowed)}")
     if cfg.model.lora_alpha <= 0:
         raise RecipeError("model.lora_alpha: must be > 0")
 
