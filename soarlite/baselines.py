@@ -124,19 +124,14 @@ def learnability(engine, grader, cfg, world, datasets: list[list[QA]], seed: int
     """Intrinsic-T's reward of each dataset: the mean over its questions of r = 0 if s == 0 else 1 - s, with s the
     baseline student's success rate over inner.group_size samples (the paper: 32), graded against the teacher's own
     answer. It rewards questions the student sometimes solves, whether or not they help on the hard problems."""
-    from soarlite.engine import SamplingParams
+    from soarlite.data import Problem
+    from soarlite.evaluate import correct_counts
     from soarlite.soar import STUDENT, seed_for
 
     m = cfg.inner.group_size
-    questions = [qa for d in datasets for qa in d]
-    prompts = [world.student_prompt(qa.question) for qa in questions for _ in range(m)]
-    outs = engine.generate(prompts, [STUDENT] * len(prompts), SamplingParams(cfg.inner.temperature, cfg.inner.max_new_tokens),
-                           seed_for(seed, "learnability"))
-    ok = grader.correct([(c.text, questions[j // m].answer) for j, c in enumerate(outs)])
-    r = []
-    for j in range(len(questions)):
-        s = sum(ok[j * m : (j + 1) * m]) / m
-        r.append(0.0 if s == 0 else 1.0 - s)
+    questions = [Problem(qa.question, qa.answer) for d in datasets for qa in d]
+    counts = correct_counts(engine, grader, cfg, world, STUDENT, questions, m, seed_for(seed, "learnability"))
+    r = [0.0 if c == 0 else 1.0 - c / m for c in counts]
     rewards, at = [], 0
     for d in datasets:
         rewards.append(sum(r[at : at + len(d)]) / len(d))
