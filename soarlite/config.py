@@ -211,10 +211,11 @@ def _check_whole(cfg: Config) -> None:
         raise RecipeError("data.hard_train: with model.base 'toy' it must be 'toy'")
     if cfg.toy and cfg.model.base != "toy":
         raise RecipeError("toy: only allowed with model.base: toy")
-    if cfg.toy.get("preset", "default") not in ("default", "small"):
-        raise RecipeError(f"toy.preset: {cfg.toy['preset']!r} is not allowed; use one of 'default', 'small'")
     if cfg.toy:
-        from soarlite.toy import DEFAULT_SETTINGS  # no torch: the world's settings are plain data
+        from soarlite.toy import DEFAULT_SETTINGS, PRESETS  # no torch: the world's settings are plain data
+
+        if cfg.toy.get("preset", "default") not in PRESETS:
+            raise RecipeError(f"toy.preset: {cfg.toy['preset']!r} is not allowed; use one of {', '.join(map(repr, PRESETS))}")
 
         allowed = ["preset", "seed", *DEFAULT_SETTINGS]
         unknown = sorted(set(cfg.toy) - set(allowed))

@@ -144,7 +144,7 @@ def model_shape(cfg: Config) -> Shape:
     if base == "toy":
         from soarlite import toy
 
-        s = {**(toy.SMALL_SETTINGS if cfg.toy.get("preset") == "small" else toy.DEFAULT_SETTINGS), **cfg.toy}
+        s, _ = toy.recipe_world(cfg.toy)
         h, heads = int(s["hidden"]), int(s["heads"])
         return Shape("toy", int(s["vocab_size"]), h, int(s["ffn"]), int(s["layers"]), heads, heads, h // heads, True)
     local = Path(base) / "config.json"

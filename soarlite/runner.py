@@ -50,10 +50,8 @@ def resolve_world(cfg: Config, with_data: bool = True):
     if cfg.model.base == "toy":
         from soarlite import toy
 
-        settings = dict(cfg.toy)
-        preset = settings.pop("preset", "default")
-        seed = settings.pop("seed", 0)
-        root = toy.ensure_built(merge({"default": toy.DEFAULT_SETTINGS, "small": toy.SMALL_SETTINGS}[preset], settings), seed=seed)
+        settings, seed = toy.recipe_world(cfg.toy)
+        root = toy.ensure_built(settings, seed=seed)
         model_dir, hard_train, hard_test = root / "model", root / "hard_train.jsonl", root / "hard_test.jsonl"
     else:
         model_dir, hard_train, hard_test = cfg.model.base, d.hard_train, d.hard_test

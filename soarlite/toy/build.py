@@ -69,6 +69,19 @@ SMALL_SETTINGS: dict = {
 }
 
 
+PRESETS = {"default": DEFAULT_SETTINGS, "small": SMALL_SETTINGS}
+
+
+def recipe_world(toy_cfg: dict) -> tuple[dict, int]:
+    """A recipe's `toy:` mapping -> (the world's settings, its seed): the preset, then the keys the recipe overrides."""
+    from soarlite.config import merge
+
+    settings = dict(toy_cfg)
+    preset = settings.pop("preset", "default")
+    seed = settings.pop("seed", 0)
+    return merge(PRESETS[preset], settings), seed
+
+
 def _check_settings(settings: dict) -> dict:
     unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
     if unknown:
