@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from _tiny import make_tiny_model  # noqa: E402
+from soarlite.prompts import QA  # noqa: E402
 
 from soarlite.config import load_recipe  # noqa: E402
 from soarlite.data import Problem  # noqa: E402
 from soarlite.engine import OptimizerSpec, SamplingParams  # noqa: E402
-from soarlite.prompts import QA  # noqa: E402
 from soarlite.soar import STUDENT, Student, World, accuracy, seed_for, train_students  # noqa: E402
 
 

@@ -29,8 +29,8 @@ def run(
     """Run SOAR: the teacher learns to write questions that make the student improve on hard problems."""
     from soarlite.config import RecipeError
     from soarlite.data import DataError
-    from soarlite.engine import MissingExtra
-    from soarlite.gpu import OutOfMemory
+    from soarlite.extras import MissingExtra
+    from soarlite.hardware import OutOfMemory
 
     try:
         from soarlite import runner
@@ -67,11 +67,12 @@ def validate(
     recipe: str = typer.Option(..., "--recipe", "-r", help="recipe name or YAML file"),
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
 ) -> None:
-    """Check a recipe (and overrides) against the schema without loading anything."""
-    from soarlite.config import RecipeError, load_recipe
+    """Check a recipe (and overrides) against the schema and its task without loading anything."""
+    from soarlite.config import RecipeError
+    from soarlite.session import load_config
 
     try:
-        cfg = load_recipe(recipe, overrides or [])
+        cfg = load_config(recipe, overrides or [], None)
     except RecipeError as e:
         _fail(str(e), 2)
     typer.echo(f"{recipe}: valid ({cfg.name})")
@@ -107,14 +108,14 @@ def _user_errors():
     """The exceptions that mean "the user asked for something wrong" (exit 2), by lazy import."""
     from soarlite.config import RecipeError
     from soarlite.data import DataError
+    from soarlite.evaluation.report import ReportError
     from soarlite.filter import FilterError
-    from soarlite.report import ReportError
 
     return (RecipeError, DataError, FilterError, ReportError)
 
 
 def _guarded(fn):
-    from soarlite.engine import MissingExtra
+    from soarlite.extras import MissingExtra
 
     errors = _user_errors()
     try:
@@ -126,7 +127,7 @@ def _guarded(fn):
 
 
 def _ks(text: str) -> list[int]:
-    from soarlite.eval import parse_ks
+    from soarlite.evaluation.passk import parse_ks
 
     try:
         return parse_ks(text)
@@ -137,7 +138,7 @@ def _ks(text: str) -> list[int]:
 @app.command("eval")
 def eval_(
     recipe: str | None = typer.Option(None, "--recipe", "-r", help="recipe name or YAML file (or give --run)"),
-    overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. toy.preset=small"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. task_options.preset=small"),
     run: str | None = typer.Option(None, "--run", help="a run folder: its recipe, and where the result goes (eval/)"),
     adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder (with --run: student or teacher); default: the base model"),
     data: str | None = typer.Option(None, "--data", help="JSONL(.gz) problems to evaluate on; default: the recipe's hard test split"),
@@ -151,12 +152,13 @@ def eval_(
     ks = _ks(k)
 
     def go():
-        from soarlite import baselines
-        from soarlite import eval as ev
+        from soarlite.evaluation import baselines
+        from soarlite.evaluation import passk as ev
+        from soarlite.session import load_config
 
         if max(ks) > samples:
             _fail(f"--k: {max(ks)} is more than --samples {samples}; pass@k needs k <= samples", 2)
-        cfg = baselines.load_config(recipe, overrides or [], run)
+        cfg = load_config(recipe, overrides or [], run)
         result, dest = baselines.eval_command(cfg, adapter, run, data, samples, ks, out, label, quiet)
         typer.echo(ev.table(result))
         typer.echo(f"wrote {dest}")
@@ -180,9 +182,10 @@ def filter_(
     Resumes where it stopped when run again with the same settings."""
 
     def go():
-        from soarlite import baselines, filter
+        from soarlite import filter
+        from soarlite.session import load_config
 
-        cfg = baselines.load_config(recipe, overrides or [], None)
+        cfg = load_config(recipe, overrides or [], None)
         filter.filter_command(cfg, data, out, k, chunk, early_stop, limit, quiet)
 
     _guarded(go)
@@ -210,14 +213,20 @@ def baseline(
         _fail(f"--order: {order!r} is not allowed; use curriculum or mixed", 2)
 
     def go():
-        from soarlite import baselines
-        from soarlite import eval as ev
+        from soarlite import runner
+        from soarlite.evaluation import baselines
+        from soarlite.evaluation import passk as ev
+        from soarlite.session import load_config
 
         if max(ks) > samples:
             _fail(f"--k: {max(ks)} is more than --samples {samples}; pass@k needs k <= samples", 2)
-        cfg = baselines.load_config(recipe, overrides or [], run)
-        result, dest = baselines.baseline_command(method, cfg, run, out, steps or None, order, questions, samples, ks,
-                                                  data, overrides or [], recipe, quiet)
+        cfg = load_config(recipe, overrides or [], run)
+        if method == "intrinsic":
+            result, dest = runner.intrinsic_baseline(cfg, recipe, overrides or [], run, out, steps or None, questions,
+                                                     samples, ks, data, quiet)
+        else:
+            result, dest = baselines.baseline_command(method, cfg, run, out, steps or None, order, questions, samples,
+                                                      ks, data, quiet)
         typer.echo(ev.table(result))
         typer.echo(f"wrote {dest}")
 
@@ -233,7 +242,7 @@ def report(
     and the pass@k curves of every evaluated method."""
 
     def go():
-        from soarlite import report as rep
+        from soarlite.evaluation import report as rep
 
         folder = rep.build(runs, out)
         typer.echo(f"wrote {folder / 'report.md'}")
@@ -254,17 +263,17 @@ def plan(
     """What a recipe will cost, before anything loads: tokens per step and run, peak GPU memory by part, whether it
     fits the card (exit status 1 when it does not), and the time per step and run."""
     from soarlite import plan as planner
-    from soarlite.config import RecipeError, load_recipe
-    from soarlite.engine import MissingExtra
+    from soarlite import tasks
+    from soarlite.config import RecipeError
+    from soarlite.extras import MissingExtra
+    from soarlite.session import load_config
 
     try:
-        cfg = load_recipe(recipe, overrides or [])
+        cfg = load_config(recipe, overrides or [], None)
         card = planner_card(gpu, gpu_mem, measure)
         measured = None
         if measure:
-            from soarlite.runner import resolve_world
-
-            measured = planner.measure(cfg, resolve_world(cfg, with_data=False).model_dir)
+            measured = planner.measure(cfg, tasks.resolve_world(cfg, with_data=False).model_dir)
         result = planner.make_plan(cfg, card, valid_rate, measured=measured)
     except (RecipeError, ValueError) as e:
         _fail(str(e), 2)
@@ -280,11 +289,11 @@ def plan(
 
 def planner_card(gpu: str | None, gpu_mem: float | None, measure: bool):
     """--gpu / --gpu-mem, else this machine's card (nvidia-smi; torch's when --measure loads it anyway)."""
-    from soarlite import gpu as g
+    from soarlite import hardware
 
     if gpu is None and gpu_mem is None and measure:
-        return g.card_from_torch()
-    return g.resolve_card(gpu, gpu_mem)
+        return hardware.card_from_torch()
+    return hardware.resolve_card(gpu, gpu_mem)
 
 
 def main() -> None:

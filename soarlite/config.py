@@ -35,7 +35,7 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class ModelConfig:
-    base: str = _f("meta-llama/Llama-3.2-3B-Instruct", "base model: a Hub id, a local folder, or 'toy' (the offline toy world)")
+    base: str = _f("meta-llama/Llama-3.2-3B-Instruct", "base model: a Hub id or a local folder (the toy task brings its own model and ignores this)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "compute dtype; auto = bf16 where the card supports it, fp16 on older cards, fp32 on CPU")
     load_in_4bit: bool = _f(False, "load the shared base in 4-bit NF4 (bitsandbytes); adapters stay in full precision")
     lora_rank: int = _f(16, "LoRA rank of every adapter (teacher, baseline student, throwaway students)", min=1)
@@ -50,7 +50,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    hard_train: str = _f("", "the grounding set: JSONL(.gz) with `problem` and `answer` (fail@k train split); 'toy' = the toy world's")
+    hard_train: str = _f("", "the grounding set: JSONL(.gz) with `problem` and `answer` (fail@k train split; the toy task brings its own)")
     hard_test: str = _f("", "the held-out hard test split (for evaluation and the run summary); may be empty")
     problem_field: str = _f("problem", "field of a row that holds the problem")
     answer_field: str = _f("answer", "field of a row that holds the reference answer")
@@ -59,8 +59,8 @@ class DataConfig:
 
 @dataclass
 class PromptConfig:
-    teacher: str = _f("paper", "teacher prompt: 'paper' (the paper's prompt), 'toy' (the toy world's) or a literal text")
-    student: str = _f("paper", "student prompt: 'paper', 'toy' or a literal text with a {question} slot")
+    teacher: str = _f("task", "teacher prompt: 'task' (the task's own; the paper's for math) or a literal text")
+    student: str = _f("task", "student prompt: 'task' (the task's own) or a literal text with a {question} slot")
 
 
 @dataclass
@@ -112,6 +112,8 @@ class EvalConfig:
 @dataclass
 class Config:
     name: str = _f("soar", "run name: the run folder is runs/<name> unless --out says otherwise")
+    task: str = _f("math", "the domain (soarlite.tasks): 'math', 'toy', an installed plug-in's name, or 'module:Class' / 'file.py:Class'")
+    task_options: dict[str, Any] = _f({}, "the task's own settings (toy: preset, seed and world settings; see soarlite.toy)")
     description: str = _f("", "one line for `soarlite recipes`")
     seed: int = _f(0, "seed of everything random in the run")
     engine: Literal["auto", "hf", "vllm"] = _f("auto", "sampling engine: auto = vllm on a GPU, hf (transformers+peft) on a CPU")
@@ -125,8 +127,6 @@ class Config:
     outer: OuterConfig = field(default_factory=OuterConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # Set only by the toy world's recipe: how big a world to build (see soarlite.toy).
-    toy: dict[str, Any] = _f({}, "toy world settings (only with model.base: toy)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -205,28 +205,31 @@ def _build(cls, data: dict, prefix: str = ""):
 
 def _check_whole(cfg: Config) -> None:
     """Rules that tie several keys together."""
-    if cfg.outer.steps > 0 and not cfg.data.hard_train:
-        raise RecipeError("data.hard_train: empty; name the grounding set (a JSONL file, or 'toy')")
-    if cfg.model.base == "toy" and cfg.data.hard_train not in ("toy",):
-        raise RecipeError("data.hard_train: with model.base 'toy' it must be 'toy'")
-    if cfg.toy and cfg.model.base != "toy":
-        raise RecipeError("toy: only allowed with model.base: toy")
-    if cfg.toy:
-        from soarlite.toy import DEFAULT_SETTINGS, PRESETS  # no torch: the world's settings are plain data
-
-        if cfg.toy.get("preset", "default") not in PRESETS:
-            raise RecipeError(f"toy.preset: {cfg.toy['preset']!r} is not allowed; use one of {', '.join(map(repr, PRESETS))}")
-
-        allowed = ["preset", "seed", *DEFAULT_SETTINGS]
-        unknown = sorted(set(cfg.toy) - set(allowed))
-        if unknown:
-            raise RecipeError(f"toy.{unknown[0]}: unknown key; allowed here: {', '.join(allowed)}")
+    # What a task needs (data files, its options) is the task's to check: soarlite.tasks.resolve.
+    for key in ("teacher", "student"):  # 'paper' and 'toy' were the names of the task's own prompts before tasks
+        if getattr(cfg.prompts, key) in ("paper", "toy"):
+            setattr(cfg.prompts, key, "task")
     if cfg.model.lora_alpha <= 0:
         raise RecipeError("model.lora_alpha: must be > 0")
 
 
+def _migrate(data: dict) -> dict:
+    """A recipe or run folder written before tasks existed (`model.base: toy`, `toy:` settings) in today's terms, so
+    that an old run still resumes."""
+    if not isinstance(data, dict) or "toy" not in data and (data.get("model") or {}).get("base") != "toy":
+        return data
+    data = dict(data)
+    options = data.pop("toy", None) or {}
+    data.setdefault("task", "toy")
+    data.setdefault("task_options", options)
+    for section, key in (("model", "base"), ("data", "hard_train")):
+        if isinstance(data.get(section), dict) and data[section].get(key) == "toy":
+            data[section] = {k: v for k, v in data[section].items() if k != key}
+    return data
+
+
 def from_dict(data: dict) -> Config:
-    cfg = _build(Config, data)
+    cfg = _build(Config, _migrate(data))
     _check_whole(cfg)
     return cfg
 

@@ -141,10 +141,10 @@ def model_shape(cfg: Config) -> Shape:
     """The recipe's model shape: the toy world's settings, a local folder's config.json, the Hub cache's, or the
     table of known models (by the last part of the Hub id)."""
     base = cfg.model.base
-    if base == "toy":
+    if cfg.task == "toy":
         from soarlite import toy
 
-        s, _ = toy.recipe_world(cfg.toy)
+        s, _ = toy.recipe_world(cfg.task_options)
         h, heads = int(s["hidden"]), int(s["heads"])
         return Shape("toy", int(s["vocab_size"]), h, int(s["ffn"]), int(s["layers"]), heads, heads, h // heads, True)
     local = Path(base) / "config.json"
@@ -242,16 +242,12 @@ def _act_bytes(dtype: str) -> int:
 def _prompt_tokens(cfg: Config, shape: Shape) -> tuple[int, int]:
     """(teacher prompt, student prompt) tokens, estimated from the prompt texts: ~4 characters a token, one for the
     toy world's character tokenizer; a student prompt holds a question of about half the teacher's output limit."""
-    from soarlite import prompts
+    from soarlite import tasks
 
-    cpt = 1.0 if cfg.model.base == "toy" else CHARS_PER_TOKEN
-    teacher = {"paper": prompts.TEACHER_PROMPT_PAPER}.get(cfg.prompts.teacher, cfg.prompts.teacher)
-    student = {"paper": prompts.STUDENT_PROMPT_PAPER}.get(cfg.prompts.student, cfg.prompts.student)
-    if "toy" in (cfg.prompts.teacher, cfg.prompts.student):
-        from soarlite import toy
-
-        teacher = toy.TEACHER_PROMPT if cfg.prompts.teacher == "toy" else teacher
-        student = toy.STUDENT_PROMPT if cfg.prompts.student == "toy" else student
+    task = tasks.load_task(cfg.task, cfg.task_options)
+    cpt = 1.0 if cfg.task == "toy" else CHARS_PER_TOKEN
+    teacher = task.teacher_prompt if cfg.prompts.teacher == "task" else cfg.prompts.teacher
+    student = task.student_prompt("{question}") if cfg.prompts.student == "task" else cfg.prompts.student
     question = min(200, cfg.outer.max_new_tokens // 2)
     return math.ceil(len(teacher) / cpt) + 1, math.ceil(len(student) / cpt) + question + 1
 

@@ -274,8 +274,8 @@ def test_is_oom():
 
 def _fake_world(monkeypatch, soar_run):
     """runner.run with everything heavy replaced: the loop is `soar_run`."""
-    import soarlite.engine
-    import soarlite.rewards
+    import soarlite.session
+    import soarlite.tasks
     from soarlite import runner, soar
 
     class Grader:
@@ -288,9 +288,9 @@ def _fake_world(monkeypatch, soar_run):
         def __exit__(self, *a):
             return False
 
-    monkeypatch.setattr(runner, "resolve_world", lambda cfg, **kw: SimpleNamespace(model_dir="m"))
-    monkeypatch.setattr(soarlite.engine, "make_engine", lambda cfg, d: object())
-    monkeypatch.setattr(soarlite.rewards, "Grader", Grader)
+    monkeypatch.setattr(soarlite.tasks, "resolve_world", lambda cfg, *a, **kw: SimpleNamespace(model_dir="m"))
+    monkeypatch.setattr(runner, "make_engine", lambda cfg, d: object())
+    monkeypatch.setattr(soarlite.session, "Grader", Grader)
     monkeypatch.setattr(soar, "run", soar_run)
     return runner
 

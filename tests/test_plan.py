@@ -243,8 +243,7 @@ def test_measure_on_a_tiny_model(tmp_path):
     from _tiny import make_tiny_model
 
     model = make_tiny_model(tmp_path / "m", hidden=64)
-    cfg = load_recipe("tiny", [f"model.base={model}", "data.hard_train=x.jsonl", "inner.micro_batch=2"])
-    cfg.toy = {}
+    cfg = load_recipe("tiny", ["task=math", f"model.base={model}", "data.hard_train=x.jsonl", "inner.micro_batch=2"])
     rates = plan.measure(cfg, str(model), decode_batch=4, new_tokens=4, train_seq=24)
     assert rates["device"] == "cpu" and rates["decode_tokens_per_s"] > 0 and rates["train_tokens_per_s"] > 0
     p = plan.make_plan(cfg, None, measured=rates)

@@ -2,14 +2,14 @@ import dataclasses
 
 import pytest
 
-from soarlite.prompts import (
-    QA,
+from soarlite.tasks import QA
+from soarlite.tasks.math import (
     STUDENT_PROMPT_PAPER,
     TEACHER_PROMPT_PAPER,
     parse_teacher_output,
     student_prompt,
 )
-from soarlite.rewards import MAX_CHARS
+from soarlite.tasks.math_answers import MAX_CHARS
 
 
 def test_student_prompt_fills_the_slot_and_keeps_other_braces():

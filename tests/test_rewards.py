@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from math_verify import parse, verify
 
-from soarlite.prompts import parse_teacher_output
-from soarlite.rewards import (
+from soarlite.grading import Grader
+from soarlite.tasks.math import parse_teacher_output
+from soarlite.tasks.math_answers import (
     MAX_CHARS,
     REWARD_CONTAINS_REFERENCE,
     REWARD_CORRECT,
     REWARD_NO_BOXED,
     REWARD_WRONG,
-    Grader,
     is_correct,
     last_boxed,
     math_reward,

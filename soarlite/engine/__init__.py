@@ -14,10 +14,11 @@ with training on an HFEngine that shares the same adapters through files).
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+from soarlite.extras import MissingExtra, require  # noqa: F401 - re-exported for the engines
 
 if TYPE_CHECKING:  # torch is an extra; nothing here may import it at module level
     import torch
@@ -76,16 +77,6 @@ class Engine(Protocol):
     def step(self, name: str) -> float:
         """One optimiser step on `name` with its accumulated gradients; zeroes them; returns the lr used."""
         ...
-
-
-class MissingExtra(ImportError):
-    pass
-
-
-def require(module: str, extra: str) -> None:
-    """Fail with the install line when an optional package is missing."""
-    if importlib.util.find_spec(module) is None:
-        raise MissingExtra(f"{module} is not installed; install it with: pip install 'soarlite[{extra}]'")
 
 
 def make_engine(cfg: Config, model_dir: str) -> Engine:

@@ -1,0 +1,147 @@
+"""Math answers: the correctness check and the paper's student reward (120/20/10/0) on top of math_verify.
+
+`is_correct` is math_verify with a few fixes measured on `shared/data/graded_solutions_dev.jsonl`
+(see benchmarks/grader_accuracy.py): grade the last `\\boxed{}` rather than whatever math_verify's
+regexes pick first, accept a missing or extra percent sign, accept several boxed answers that together
+give a multi-part reference, compare text answers case- and markup-insensitively, and drop thin-space
+thousands separators (`1\\,000`) that math_verify reads as a product.
+
+math_verify's own timeouts use signal.alarm, which cannot interrupt C code (a big-integer power, a
+regex that backtracks) and works only in the main thread: the loop therefore calls these through
+`soarlite.grading.Grader`, whose worker processes are killed when they overrun their per-item limit.
+"""
+
+from __future__ import annotations
+
+import re
+
+from math_verify import parse, verify
+from sympy import FiniteSet, Tuple
+
+# The paper's reward shaping for a student rollout (SOAR, inner loop).
+REWARD_CORRECT = 120.0  # boxed and verifies against the reference
+REWARD_CONTAINS_REFERENCE = 20.0  # boxed, does not verify, but contains the reference string
+REWARD_WRONG = 10.0  # boxed and wrong: still better than not following the format
+REWARD_NO_BOXED = 0.0
+
+# Every checked text is cut to its last MAX_CHARS characters first. The answer sits at the end, a
+# 1024-token rollout is about 5k characters (the longest graded row is 6k), and the cost of parsing
+# grows with length: this is the cheap first guard, the worker timeout is the real one.
+MAX_CHARS = 8192
+
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_PERCENT_RE = re.compile(r"\\?%|\\text\{\s*percent\s*\}")
+# `1\,000` and `1\text{,}000`: math_verify reads the first as a product 1*000 = 0.
+_THIN_SPACE_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\\[,!]|\\text\{,\}|\{,\})(?=\d{3}(?!\d))")
+_TEXT_MACRO_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox)\s*")
+
+
+def _clip(text: str) -> str:
+    return text[-MAX_CHARS:]
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\boxed {..}`, `\\fbox{..}`); None if absent or unbalanced."""
+    matches = list(_BOXED_RE.finditer(text))
+    if not matches:
+        return None
+    return _balanced(text, matches[-1].end())
+
+
+def _balanced(text: str, start: int) -> str | None:
+    """text[start:] opens just after a `{`: the content up to its matching `}`, or None."""
+    depth, i = 1, start
+    while i < len(text):
+        c = text[i]
+        if c == "\\":  # `\{` and `\}` are literal braces, not grouping
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+        i += 1
+    return None
+
+
+def _boxed_answers(text: str) -> list[str]:
+    """Every balanced boxed content, in order (unbalanced ones are skipped)."""
+    found = (_balanced(text, m.end()) for m in _BOXED_RE.finditer(text))
+    return [b for b in found if b is not None]
+
+
+def _normalise(latex: str) -> str:
+    return _THIN_SPACE_THOUSANDS_RE.sub("", latex).strip()
+
+
+def _parse_math(latex: str) -> list:
+    return parse("$" + _normalise(latex) + "$")
+
+
+def parses_as_math(answer: str) -> bool:
+    """Whether math_verify turns `answer` (boxed content) into a sympy object, not just a fallback string."""
+    return bool(parse("$" + _normalise(_clip(answer)) + "$", fallback_mode="no_fallback"))
+
+
+def _plain_text(latex: str) -> str:
+    """Text answers (`\\text{Evelyn}`, `\\text{A, C}`) compared as strings: no markup, case, spaces, end dot."""
+    s = _TEXT_MACRO_RE.sub("", latex)
+    return re.sub(r"[\s{}$]|\\[,;!: ]", "", s).rstrip(".").lower()
+
+
+def _matches(gold_latex: str, pred_latex: str) -> bool:
+    gold = _parse_math(gold_latex)
+    if verify(gold, _parse_math(pred_latex)):
+        return True
+    # A missing or extra percent sign (17.5 vs 17.5\%): graders of MATH and OlympiadBench accept it.
+    has_pct = _PERCENT_RE.search(gold_latex) or _PERCENT_RE.search(pred_latex)
+    if has_pct and verify(_parse_math(_PERCENT_RE.sub("", gold_latex)), _parse_math(_PERCENT_RE.sub("", pred_latex))):
+        return True
+    # Words (`\\text{A, C}` vs `A, C`: math_verify makes a string of one and a set of the other). Anything
+    # with a digit is left to sympy, where dropping spaces and markup could merge different numbers.
+    plain = _plain_text(gold_latex)
+    return bool(plain) and not any(ch.isdigit() for ch in plain) and plain == _plain_text(pred_latex)
+
+
+def _parts(reference: str) -> int:
+    """How many elements a multi-part reference (`1, 2`, `(3, 4)`) has; 1 for anything else."""
+    gold = _parse_math(reference)
+    if gold and isinstance(gold[0], (FiniteSet, Tuple)):
+        return len(gold[0].args)
+    return 1
+
+
+def is_correct(completion: str, reference: str) -> bool:
+    """Whether the final answer of `completion` equals `reference` (LaTeX, without `$` or `\\boxed`).
+
+    The answer is the last boxed one; with none (or an unclosed last one), math_verify searches the whole
+    text. A reference of k parts (`1, 2`) also matches the last k boxed answers taken together
+    (`\\boxed{2} ... \\boxed{1}`: OlympiadBench solutions box each part of a multi-part answer).
+    """
+    completion, reference = _clip(completion), _clip(reference)
+    last = last_boxed(completion)
+    if last is None:
+        return verify(_parse_math(reference), parse(_normalise(completion)))
+    if _matches(reference, last):
+        return True
+    k = _parts(reference)
+    boxed = _boxed_answers(completion)
+    return 1 < k <= len(boxed) and _matches(reference, ", ".join(boxed[-k:]))
+
+
+def math_reward(completion: str, reference: str) -> float:
+    """The paper's student reward: 120 boxed and right, 20 boxed and containing the reference, 10 boxed, 0."""
+    completion, reference = _clip(completion), _clip(reference)
+    boxed = last_boxed(completion)
+    if boxed is None:
+        return REWARD_NO_BOXED
+    if is_correct(completion, reference):
+        return REWARD_CORRECT
+    ref = re.sub(r"\s", "", reference)
+    if ref and ref in re.sub(r"\s", "", boxed):
+        return REWARD_CONTAINS_REFERENCE
+    return REWARD_WRONG
+
+
