@@ -16,7 +16,9 @@ of all students and the baseline on Q_R is one call too.
 Where the paper is silent, this implementation chooses (each is a one-line change):
   * promotion needs a full window of rewards, and the history restarts after a promotion, because rewards measured
     against the old baseline say nothing about the new one;
-  * the "median" student of r is the lower median (sorted by its own gain, index (r - 1) // 2);
+  * the "median" student of r, sorted by its own gain, is the upper median (index r // 2) by default
+    (`outer.promote`): for odd r it is the median; for even r the lower median would promote the worse of two
+    students at r = 2 (the 24 GB and T4 recipes), which makes promotion a step back by construction;
   * the teacher's KL reference is the base model with adapters off (the teacher starts as a zero LoRA, so this is
     the initial model); the students' is the same base, not the current baseline student.
 """
@@ -140,10 +142,10 @@ def moving_average(history: list[float], window: int) -> float | None:
     return sum(history[-window:]) / window
 
 
-def median_student(gains: list[float]) -> int:
-    """Index of the lower-median student by its own gain."""
+def median_student(gains: list[float], upper: bool = True) -> int:
+    """Index of the median student by its own gain: the upper median of an even count (or the lower one)."""
     order = sorted(range(len(gains)), key=lambda j: (gains[j], j))
-    return order[(len(gains) - 1) // 2]
+    return order[len(gains) // 2 if upper else (len(gains) - 1) // 2]
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -203,7 +205,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
                 gains[s.k].append(acc - baseline_acc)
             for k in {s.k for s in students}:
                 mine = [s for s in students if s.k == k]
-                keep = mine[median_student(gains[k])].name
+                keep = mine[median_student(gains[k], upper=o.promote == "upper_median")].name
                 candidates[k] = keep
                 for s in mine:
                     if s.name != keep:
