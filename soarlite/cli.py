@@ -29,8 +29,8 @@ def run(
     """Run SOAR: the teacher learns to write questions that make the student improve on hard problems."""
     from soarlite.config import RecipeError
     from soarlite.data import DataError
-    from soarlite.engine import MissingExtra
-    from soarlite.gpu import OutOfMemory
+    from soarlite.extras import MissingExtra
+    from soarlite.hardware import OutOfMemory
 
     try:
         from soarlite import runner
@@ -114,7 +114,7 @@ def _user_errors():
 
 
 def _guarded(fn):
-    from soarlite.engine import MissingExtra
+    from soarlite.extras import MissingExtra
 
     errors = _user_errors()
     try:
@@ -255,7 +255,7 @@ def plan(
     fits the card (exit status 1 when it does not), and the time per step and run."""
     from soarlite import plan as planner
     from soarlite.config import RecipeError, load_recipe
-    from soarlite.engine import MissingExtra
+    from soarlite.extras import MissingExtra
 
     try:
         cfg = load_recipe(recipe, overrides or [])
@@ -280,7 +280,7 @@ def plan(
 
 def planner_card(gpu: str | None, gpu_mem: float | None, measure: bool):
     """--gpu / --gpu-mem, else this machine's card (nvidia-smi; torch's when --measure loads it anyway)."""
-    from soarlite import gpu as g
+    from soarlite import hardware as g
 
     if gpu is None and gpu_mem is None and measure:
         return g.card_from_torch()

@@ -124,7 +124,7 @@ def hub_rows(name: str, fetch: Callable[..., Iterable[dict]] | None = None) -> l
 
 
 def _load_dataset(path: str, config: str | None, split: str, data_files: str | None) -> Iterable[dict]:
-    from soarlite.engine import require
+    from soarlite.extras import require
 
     require("datasets", "hub")
     import datasets

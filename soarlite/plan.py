@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soarlite.config import Config, RecipeError
-from soarlite.gpu import GIB, Card, dtype_name
+from soarlite.hardware import GIB, Card, dtype_name
 
 
 class PlanError(RecipeError):

@@ -52,7 +52,7 @@ def load_run(path: Path) -> Run:
 
 
 def _plt():
-    from soarlite.engine import require
+    from soarlite.extras import require
 
     require("matplotlib", "report")
     import matplotlib

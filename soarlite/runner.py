@@ -81,9 +81,9 @@ def refuse_if_too_big(cfg: Config) -> None:
 
     if cfg.device == "cpu" or importlib.util.find_spec("torch") is None:
         return
-    from soarlite import gpu, plan
+    from soarlite import hardware, plan
 
-    card = gpu.card_from_torch()
+    card = hardware.card_from_torch()
     if card is None:
         return
     try:
@@ -107,27 +107,28 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
     checkpoint.recover(run_dir)  # finish or drop a checkpoint that a killed run left half-moved
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
-    from soarlite import evaluate, gpu, soar, tracking
+    from soarlite import evaluate, hardware, soar, tracking
     from soarlite.engine import make_engine
+    from soarlite.guard import BudgetReached, StepGuard
     from soarlite.rewards import Grader
 
     t0 = time.time()
     with Reporter(quiet=quiet) as report:
         report.line(f"run folder {run_dir}  recipe {cfg.name}")
         report = tracking.track(report, cfg, run_dir)  # TensorBoard / W&B views of each outer step's metrics
-        report = guard = gpu.StepGuard(report, max_hours, t0)  # per-step peak memory, --max-hours, OOM context
+        report = guard = StepGuard(report, max_hours, t0)  # per-step peak memory, --max-hours, OOM context
         world = resolve_world(cfg)
         engine = make_engine(cfg, world.model_dir)
         with Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s) as grader:
             try:
                 state = soar.run(cfg, world, engine, grader, run_dir, report)
-            except gpu.BudgetReached as stop:
+            except BudgetReached as stop:
                 report.line(f"{stop}; every finished step is checkpointed in {run_dir}. Continue with:\n"
                             f"  soarlite run --resume {run_dir} --max-hours {max_hours:g}")
                 return run_dir
             except Exception as e:
-                if gpu.is_oom(e):
-                    raise gpu.OutOfMemory(gpu.oom_message(cfg, guard.phase_text, guard.step, run_dir, gpu.peak_gib())) from None
+                if hardware.is_oom(e):
+                    raise hardware.OutOfMemory(hardware.oom_message(cfg, guard.phase_text, guard.step, run_dir, hardware.peak_gib())) from None
                 raise
             report.phase("summary")
             summary = evaluate.summarise(cfg, world, engine, grader, run_dir, state, report)

@@ -53,7 +53,7 @@ def test_hub_errors():
     with pytest.raises(DataError, match=r"hub:math \(EleutherAI/hendrycks_math/algebra, split test\) row 1: field 'answer'"):
         hub_rows("math", lambda *a: rows)
     if importlib.util.find_spec("datasets") is None:
-        from soarlite.engine import MissingExtra
+        from soarlite.extras import MissingExtra
 
         with pytest.raises(MissingExtra, match=r"soarlite\[hub\]"):
             load_source("hub:math")

@@ -12,7 +12,8 @@ from _tiny import make_tiny_model
 
 from soarlite import rloo
 from soarlite.config import Config
-from soarlite.engine import MissingExtra, OptimizerSpec, SamplingParams
+from soarlite.engine import OptimizerSpec, SamplingParams
+from soarlite.extras import MissingExtra
 
 torch = pytest.importorskip("torch")
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None

@@ -8,16 +8,19 @@ The loop asks an engine to
   * create, copy, save, load and delete named adapters;
   * take one optimiser step on one adapter, after gradients were accumulated through `logprobs(..., grad=True)`.
 
-Implementations: `hf.HFEngine` (transformers + peft; CPU and GPU) and `vllm.VLLMEngine` (vLLM multi-LoRA sampling,
-with training on an HFEngine that shares the same adapters through files).
+Implementations: `hf.HFEngine` (transformers + peft; CPU and GPU; with unsloth's in-process vLLM as its sampler where
+that runs, `unsloth.UnslothSampler`) and `vllm.VLLMEngine` (vLLM multi-LoRA sampling, with training on an HFEngine
+that shares the same adapters through files). What they share is in `common`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+# compatibility: these live in soarlite.extras (import them from there)
+from soarlite.extras import MissingExtra, require  # noqa: F401
 
 if TYPE_CHECKING:  # torch is an extra; nothing here may import it at module level
     import torch
@@ -76,16 +79,6 @@ class Engine(Protocol):
     def step(self, name: str) -> float:
         """One optimiser step on `name` with its accumulated gradients; zeroes them; returns the lr used."""
         ...
-
-
-class MissingExtra(ImportError):
-    pass
-
-
-def require(module: str, extra: str) -> None:
-    """Fail with the install line when an optional package is missing."""
-    if importlib.util.find_spec(module) is None:
-        raise MissingExtra(f"{module} is not installed; install it with: pip install 'soarlite[{extra}]'")
 
 
 def make_engine(cfg: Config, model_dir: str) -> Engine:

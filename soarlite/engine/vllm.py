@@ -26,7 +26,6 @@ split over two scheduler steps (chunked prefill is turned off, see __init__).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -34,7 +33,9 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from soarlite.engine import Completion, MissingExtra, OptimizerSpec, SamplingParams
+from soarlite.engine import Completion, OptimizerSpec, SamplingParams
+from soarlite.engine.common import vllm_sampling_params
+from soarlite.extras import MissingExtra
 
 RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
@@ -50,11 +51,6 @@ def _require_vllm() -> None:
         )
 
 
-def request_seed(seed: int, index: int) -> int:
-    """The seed of the index-th prompt of a call: a function of (seed, index) only, never of the batch around it."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest(), "little") & 0x7FFFFFFF
-
-
 class VLLMEngine:
     def __init__(self, cfg, model_dir: str, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.45):
         """`kv_cache_gib`: the KV cache on a CPU (vLLM would otherwise take most of the machine's memory; the
@@ -65,7 +61,7 @@ class VLLMEngine:
         import torch
         from vllm import LLM
 
-        from soarlite.engine.hf import HFEngine
+        from soarlite.engine.hf import HFEngine  # its public class: the trainer (torch is imported only here)
 
         self.hf = HFEngine(cfg, model_dir)  # first: it sets torch's thread count from the recipe
         self.tokenizer = self.hf.tokenizer
@@ -195,7 +191,6 @@ class VLLMEngine:
     ) -> list[tuple[Completion, list[float] | None]]:
         """`generate`, with vLLM's own log-probability of each sampled token (of the raw logits: no temperature),
         which `logprobs()` must reproduce; the parity tests compare the two."""
-        from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
         if len(prompts) != len(adapters):
@@ -209,13 +204,8 @@ class VLLMEngine:
             requests[None] = self._zero_request(next(iter(requests)))
         prompt_ids = tok(list(prompts))["input_ids"]
 
-        def sp(index: int):
-            return VSamplingParams(
-                temperature=params.temperature, top_p=1.0, top_k=0, max_tokens=params.max_new_tokens,
-                # ignore_eos + stop_token_ids: stop at the tokenizer's eos and nothing else, eos kept in token_ids
-                ignore_eos=True, stop_token_ids=[eos], detokenize=False, logprobs=0 if logprobs else None,
-                seed=request_seed(seed, index) if params.temperature > 0 else None,
-            )
+        def sp(index: int):  # stop at the tokenizer's eos and nothing else, eos kept in token_ids
+            return vllm_sampling_params(params, eos, seed, index, logprobs)
 
         greedy = sp(0) if params.temperature == 0 else None  # one shared object: greedy needs no per-prompt seed
         outs = self.llm.generate(
