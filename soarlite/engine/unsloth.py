@@ -9,15 +9,10 @@ they need a CUDA card with unsloth and vllm installed (tests/test_gpu.py, marked
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import shutil
-import tempfile
-import weakref
-from pathlib import Path
 
 from soarlite.engine import Completion
-from soarlite.engine.common import vllm_sampling_params
+from soarlite.engine.common import LoraHandover, vllm_sampling_params
 from soarlite.extras import MissingExtra
 
 
@@ -52,7 +47,7 @@ def load_unsloth(cfg, model_dir: str, dtype, fast_inference: bool, gpu_memory_ut
     return FastLanguageModel.from_pretrained(**kwargs)
 
 
-class UnslothSampler:
+class UnslothSampler(LoraHandover):
     """Sampling with unsloth's in-process vLLM (`model.vllm_engine`), adapters handed over through files.
 
     What is known of unsloth's own in-memory route (unsloth_zoo.vllm_utils.load_lora, read 2026-11): with
@@ -60,47 +55,16 @@ class UnslothSampler:
     from the names, so it expects exactly one adapter, named `default`; and it hands vLLM a new LoRARequest id on
     every call. With the teacher, the baseline student and the throwaway students all resident as named peft
     adapters, that route would mix every adapter's tensors into one request. So this sampler goes through files,
-    as VLLMEngine does: an adapter whose weights changed since vLLM last saw it (the engine's version counter) is
-    written in PEFT format to a scratch folder and handed over under a NEW lora_int_id (vLLM caches adapters by
-    id: a reused id would serve stale weights); the old id is removed from vLLM and its files deleted.
+    as VLLMEngine does (soarlite.engine.common.LoraHandover): an adapter whose weights changed since vLLM last saw it
+    (the engine's version counter) is written in PEFT format to a scratch folder and handed over under a NEW
+    lora_int_id (vLLM caches adapters by id: a reused id would serve stale weights); the old id is removed from vLLM
+    and its files deleted.
     The hand-over logic is tested on a CPU with a stand-in for vLLM (tests/test_gpu_cpu.py); the real engine is not.
     """
 
     def __init__(self, engine, llm):
+        super().__init__(engine, llm, prefix="soarlite-unsloth-", tolerant=True)
         self.engine = engine  # the HFEngine: save_adapter, versions, tokenizer
-        self.llm = llm
-        self._scratch = tempfile.mkdtemp(prefix="soarlite-unsloth-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)
-        self._loaded: dict[str, tuple[int, object]] = {}  # adapter -> (version handed over, LoRARequest)
-        self._next_id = 0
-
-    def _lora_request_cls(self):
-        from vllm.lora.request import LoRARequest
-
-        return LoRARequest
-
-    def request(self, name: str):
-        version = self.engine.versions.get(name)
-        if version is None:
-            raise KeyError(f"no adapter {name!r}")
-        have = self._loaded.get(name)
-        if have is not None and have[0] == version:
-            return have[1]
-        self.forget(name)
-        self._next_id += 1
-        path = Path(self._scratch) / f"{name}-{self._next_id}"
-        self.engine.save_adapter(name, str(path))
-        req = self._lora_request_cls()(name, self._next_id, str(path))
-        self._loaded[name] = (version, req)
-        return req
-
-    def forget(self, name: str) -> None:
-        have = self._loaded.pop(name, None)
-        if have is not None:
-            req = have[1]
-            with contextlib.suppress(Exception):  # an engine that already evicted it
-                self.llm.llm_engine.remove_lora(req.lora_int_id)
-            shutil.rmtree(req.lora_path, ignore_errors=True)
 
     def generate(self, prompts, adapters, params, seed: int):
         """Completions in the engine's format. Base rows (adapter None) get no LoRARequest."""
