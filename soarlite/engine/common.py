@@ -14,7 +14,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from soarlite.engine import OptimizerSpec, SamplingParams
+from soarlite.engine.interface import OptimizerSpec, SamplingParams
 from soarlite.extras import MissingExtra
 
 

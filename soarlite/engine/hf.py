@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from soarlite import hardware
-from soarlite.engine import Completion, OptimizerSpec, SamplingParams
 from soarlite.engine.common import lora_config, name_seed, require_bnb, schedule
+from soarlite.engine.interface import Completion, OptimizerSpec, SamplingParams
 from soarlite.extras import require
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the grader's worker processes would warn otherwise

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from soarlite.engine import Completion
 from soarlite.engine.common import LoraHandover, vllm_sampling_params
+from soarlite.engine.interface import Completion
 from soarlite.extras import MissingExtra
 
 

@@ -31,8 +31,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from soarlite.engine import Completion, OptimizerSpec, SamplingParams
 from soarlite.engine.common import LoraHandover, vllm_sampling_params
+from soarlite.engine.interface import Completion, OptimizerSpec, SamplingParams
 from soarlite.extras import MissingExtra
 
 RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts

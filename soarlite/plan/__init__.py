@@ -18,7 +18,7 @@ local folder or the Hugging Face cache, else a built-in table of known models) a
 Nothing here imports torch (only `measure()` does): planning a T4 run from a laptop is the point.
 
 The package, by concern: `shapes` (the model's shape, prompt lengths, students in flight), `footprint` (peak memory),
-`throughput` (tokens and time per step, measured rates), `display` (the text), and here the plan that puts them
+`throughput` (tokens and time per step, measured rates), `result` (the Plan), `display` (the text), and here what puts them
 together (`make_plan`) and the setting to lower when it does not fit (`suggest`). The names below are re-exported,
 so `from soarlite import plan; plan.make_plan(...)` works as before. The planner never imports the loop.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from dataclasses import dataclass, field
 
 from soarlite.config import Config
 from soarlite.hardware import GIB, Card, dtype_name
@@ -50,6 +49,7 @@ from soarlite.plan.footprint import (
     memory,
     train_activation_bytes,
 )
+from soarlite.plan.result import Plan
 from soarlite.plan.shapes import (
     CHARS_PER_TOKEN,
     KNOWN,
@@ -84,35 +84,6 @@ __all__ = [
     "render", "resolve_mode", "shape_from_config", "step_time", "students_in_flight", "suggest", "tokens",
     "train_activation_bytes",
 ]
-
-
-@dataclass
-class Plan:
-    cfg: Config
-    shape: Shape
-    card: Card | None
-    mode: str  # hf | vllm | unsloth | cpu
-    dtype: str
-    valid_rate: float
-    tokens: dict[str, dict[str, float]]  # per outer step: kind -> {generated, trained}
-    memory: list[Item]
-    allocated: float  # bytes torch's allocator will hand out at the peak (what metrics.jsonl's peak_mem_mb shows)
-    needed: float  # bytes of card memory needed (allocated + slack + CUDA context + vLLM's reservation)
-    fits: bool | None  # None: no card to check against
-    knob: str  # what to lower when it does not fit
-    suggestion: str
-    time_s: dict[str, float]  # per outer step, by phase
-    time_source: str
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def step_s(self) -> float:
-        return sum(self.time_s.values())
-
-    @property
-    def run_s(self) -> float:
-        return self.step_s * self.cfg.outer.steps
-
 
 
 def resolve_mode(cfg: Config, card: Card | None, unsloth: bool | None = None) -> str:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from soarlite.hardware import GIB
-
-if TYPE_CHECKING:
-    from soarlite.plan import Plan
+from soarlite.plan.result import Plan
 
 
 def _gib(b: float) -> str:
