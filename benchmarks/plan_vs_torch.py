@@ -66,7 +66,7 @@ def main() -> None:
 
     import torch
 
-    from soarlite import gpu, plan, rloo
+    from soarlite import hardware, plan, rloo
     from soarlite.config import load_recipe
     from soarlite.engine import Completion, OptimizerSpec, SamplingParams
     from soarlite.engine.hf import HFEngine
@@ -90,9 +90,9 @@ def main() -> None:
         over.append(f"inner.students_in_flight={a.students}")
     cfg = load_recipe(a.recipe, over)
     shape = plan.model_shape(cfg)
-    card = gpu.card_from_torch() if cuda else gpu.CARDS["t4"]
+    card = hardware.card_from_torch() if cuda else hardware.CARDS["t4"]
     mode = plan.resolve_mode(cfg, card, unsloth=False)
-    mem = plan.memory(cfg, shape, card, mode, gpu.dtype_name(cfg.model.dtype, "cuda", card.capability))
+    mem = plan.memory(cfg, shape, card, mode, hardware.dtype_name(cfg.model.dtype, "cuda", card.capability))
     parts = mem["parts"]
     planned = {
         "base weights": parts["base"],

@@ -1,4 +1,8 @@
-"""Optional packages: one line naming the extra to install when one is missing. Imports nothing of soarlite."""
+"""Optional packages: the error that names the extra to install, and the check that raises it.
+
+Imports nothing of soarlite, so any module that needs an install hint (data, report, tracking, eval, cli, the
+engines) can take it from here without pulling in anything else.
+"""
 
 from __future__ import annotations
 

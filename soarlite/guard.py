@@ -1,2 +1,52 @@
-"""TEMPORARY shim until the hardware split lands (branch engine)."""
-from soarlite.gpu import BudgetReached, StepGuard  # noqa
+"""A run's guard: per-step peak memory, the --max-hours budget, and the context (outer step, phase) that the
+out-of-memory message needs, as a wrapper around the run's progress reporter."""
+
+from __future__ import annotations
+
+from soarlite.hardware import reset_peak_memory
+
+
+class BudgetReached(Exception):
+    """--max-hours: the outer step that crossed the budget is finished and checkpointed; the run stops here."""
+
+    def __init__(self, step: int, hours: float):
+        super().__init__(f"stopped after outer step {step}: the --max-hours budget of {hours:g} h is spent")
+        self.step, self.hours = step, hours
+
+
+class StepGuard:
+    """Wraps the run's reporter: remembers the outer step and phase (for the out-of-memory message), makes the
+    CUDA peak-memory counter per step (metrics.jsonl's peak_mem_mb is read at the end of each step), and stops the
+    run after the step that crosses --max-hours. It raises from outer_end, which the loop calls after the step's
+    checkpoint is committed, so a stop never loses a step."""
+
+    def __init__(self, report, max_hours: float | None, start: float | None = None):
+        import time
+
+        self._report = report
+        self.max_hours = max_hours
+        self.start = time.time() if start is None else start
+        self.step: int | None = None
+        self.phase_text = ""
+
+    def __getattr__(self, name):
+        return getattr(self._report, name)
+
+    def outer_start(self, t: int, total: int) -> None:
+        self.step, self.phase_text = t, ""
+        reset_peak_memory()
+        self._report.outer_start(t, total)
+
+    def phase(self, text: str) -> None:
+        self.phase_text = text
+        self._report.phase(text)
+
+    def outer_end(self, row: dict, state) -> None:
+        import time
+
+        self._report.outer_end(row, state)
+        total = getattr(self._report, "total", None)
+        more = total is None or state.step < total
+        if self.max_hours is not None and more and time.time() - self.start >= self.max_hours * 3600:
+            raise BudgetReached(state.step, self.max_hours)
+

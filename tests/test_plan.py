@@ -11,7 +11,7 @@ import pytest
 
 from soarlite import plan
 from soarlite.config import load_recipe
-from soarlite.gpu import CARDS, GIB, Card, card_class
+from soarlite.hardware import CARDS, GIB, Card, card_class
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA3B = plan.KNOWN["llama-3.2-3b-instruct"]
@@ -230,7 +230,7 @@ def test_cli_plan_exit_status():
 
 
 def test_plan_imports_no_torch():
-    code = ("import sys; from soarlite import plan; from soarlite.gpu import CARDS; from soarlite.config import load_recipe; "
+    code = ("import sys; from soarlite import plan; from soarlite.hardware import CARDS; from soarlite.config import load_recipe; "
             "plan.render(plan.make_plan(load_recipe('math-t4'), CARDS['t4'])); "
             "print('torch' in sys.modules, 'bitsandbytes' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

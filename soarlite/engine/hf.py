@@ -6,10 +6,8 @@ outer step sample in one call. The KL reference is the same model with its adapt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -17,47 +15,27 @@ from pathlib import Path
 
 import torch
 
-from soarlite.engine import Completion, OptimizerSpec, SamplingParams, require
+from soarlite import hardware
+from soarlite.engine.common import lora_config, name_seed, require_bnb, schedule
+from soarlite.engine.interface import Completion, OptimizerSpec, SamplingParams
+from soarlite.extras import require
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the grader's worker processes would warn otherwise
 
 BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
 
 
-def pick_dtype(name: str, device: str) -> torch.dtype:
-    """auto: fp32 on CPU; bf16 on cards that have it (compute capability >= 8); fp16 on older ones (T4), where the
-    engine scales the loss (soarlite.gpu.LossScaler). A named dtype is taken as asked."""
-    from soarlite.gpu import dtype_name
-
-    capability = tuple(torch.cuda.get_device_capability()) if device == "cuda" and name == "auto" else None
-    return getattr(torch, dtype_name(name, device, capability))
-
-
-def _name_seed(seed: int, name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:4], "little")
-
-
-def _schedule(spec: OptimizerSpec):
-    def factor(step: int) -> float:
-        if step < spec.warmup_steps:
-            return (step + 1) / spec.warmup_steps
-        span = max(1, spec.total_steps - spec.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - spec.warmup_steps) / span)))
-
-    return factor
-
-
 class HFEngine:
     def __init__(self, cfg, model_dir: str, gen_batch: int | None = None):
         require("transformers", "cpu")
         require("peft", "cpu")
-        from soarlite import gpu
+        from soarlite.engine import unsloth as uns
 
         self.cfg = cfg
         self.device = "cuda" if (cfg.device != "cpu" and torch.cuda.is_available()) else "cpu"
-        unsloth = gpu.use_unsloth(cfg.model.use_unsloth, self.device)
+        unsloth = uns.use_unsloth(cfg.model.use_unsloth, self.device)
         if cfg.model.load_in_4bit:
-            gpu.require_bnb()
+            require_bnb()
         if unsloth:
             import unsloth as _unsloth  # noqa: F401  (first: it patches transformers and peft before they load)
         # bitsandbytes (when installed, transformers imports it) tries to fetch an optional CPU kernel from a hub at
@@ -70,15 +48,15 @@ class HFEngine:
 
         if cfg.threads and self.device == "cpu":
             torch.set_num_threads(cfg.threads)
-        self.dtype = pick_dtype(cfg.model.dtype, self.device)
-        self.sampler = None  # unsloth's in-process vLLM, when it samples (see soarlite.gpu.UnslothSampler)
+        self.dtype = hardware.pick_dtype(cfg.model.dtype, self.device)
+        self.sampler = None  # unsloth's in-process vLLM, when it samples (see soarlite.engine.unsloth.UnslothSampler)
         if unsloth:  # UNTESTED HERE (needs CUDA + unsloth): one 4-bit copy shared by training and its vLLM
             import importlib.util
 
             fast = cfg.engine == "hf" and importlib.util.find_spec("vllm") is not None
-            self.base, self.tokenizer = gpu.load_unsloth(cfg, model_dir, self.dtype, fast_inference=fast)
+            self.base, self.tokenizer = uns.load_unsloth(cfg, model_dir, self.dtype, fast_inference=fast)
             if fast:
-                self.sampler = gpu.UnslothSampler(self, self.base.vllm_engine)
+                self.sampler = uns.UnslothSampler(self, self.base.vllm_engine)
         else:
             kwargs = {"dtype": self.dtype}
             if cfg.model.load_in_4bit:
@@ -92,14 +70,14 @@ class HFEngine:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.base.requires_grad_(False)
         if cfg.model.load_in_4bit and self.device == "cpu":
-            gpu.fix_bnb_cpu_gradients(self.base)  # else gradients stop at the first 4-bit layer (see there)
+            hardware.fix_bnb_cpu_gradients(self.base)  # else gradients stop at the first 4-bit layer (see there)
         # Gradient checkpointing (CUDA): transformers checkpoints a decoder layer only while that layer is in
         # training mode; the model stays in eval mode (no dropout), so logprobs(grad=True) flips just those layers.
         self.checkpointing = bool(cfg.model.gradient_checkpointing and self.device == "cuda")
         if self.checkpointing:
             self.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # fp16 compute (cards without bf16): dynamic loss scaling, per adapter
-        self.scaler = gpu.LossScaler() if self.dtype == torch.float16 else None
+        self.scaler = hardware.LossScaler() if self.dtype == torch.float16 else None
         self.versions: dict[str, int] = {}  # bumped whenever an adapter's weights change (samplers cache by it)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -110,16 +88,7 @@ class HFEngine:
 
     # ---------------------------------------------------------------------------------------------------- adapters
     def _lora_config(self):
-        from peft import LoraConfig
-
-        m = self.cfg.model
-        return LoraConfig(
-            r=m.lora_rank,
-            lora_alpha=m.lora_alpha,
-            lora_dropout=m.lora_dropout,
-            target_modules=list(m.target_modules),
-            task_type="CAUSAL_LM",
-        )
+        return lora_config(self.cfg.model)
 
     @property
     def adapters(self) -> list[str]:
@@ -137,7 +106,7 @@ class HFEngine:
         # LoRA's A matrices start random: draw them from a stream fixed by the run seed and the adapter's name, so
         # that a run is repeatable whatever else touched torch's global generator before.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_name_seed(self.cfg.seed, name))
+            torch.manual_seed(name_seed(self.cfg.seed, name))
             if self.model is None:
                 self.model = get_peft_model(self.base, self._lora_config(), adapter_name=name)
                 self.model.eval()  # no dropout in rollouts or scoring; gradients flow in eval mode too
@@ -157,7 +126,7 @@ class HFEngine:
         for p in params:
             p.requires_grad_(True)
         opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-        self.optimizers[name] = (opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec)), spec)
+        self.optimizers[name] = (opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule(spec)), spec)
 
     def copy_adapter(self, src: str, dst: str) -> None:
         src_params = self._params(src)
