@@ -9,10 +9,18 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 from soarlite import tasks
-from soarlite.config import Config, RecipeError, from_dict, load_recipe, merge, parse_overrides
+from soarlite.config import (
+    Config,
+    RecipeError,
+    differences,
+    from_dict,
+    load_recipe,
+    load_yaml,
+    merge,
+    parse_overrides,
+    to_dict,
+)
 from soarlite.engine import make_engine
 from soarlite.grading import Grader
 
@@ -23,8 +31,7 @@ def resolve_run(recipe: str | None, overrides: list[str], out: str | None, resum
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
             raise RecipeError(f"--resume: {run_dir} holds no run (no config.yaml)")
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        cfg = from_dict(merge(saved, parse_overrides(overrides)))
+        cfg = from_dict(merge(saved_config(run_dir), parse_overrides(overrides)))
         tasks.resolve(cfg)
         return cfg, run_dir
     if recipe is None:
@@ -34,6 +41,62 @@ def resolve_run(recipe: str | None, overrides: list[str], out: str | None, resum
     if (run_dir / "state.json").exists():
         raise RecipeError(f"--out: {run_dir} already holds a run; continue it with --resume {run_dir} or pick --out")
     return cfg, run_dir
+
+
+def saved_config(run_dir: Path) -> dict:
+    """A run folder's config.yaml, read strictly; RecipeError naming the file when it is unreadable or corrupt."""
+    path = run_dir / "config.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e}); restore it from a copy") from None
+    data = load_yaml(text, str(path))
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: not a run's config (a mapping of keys to values); restore it from a copy")
+    try:
+        from_dict(data)
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}; restore it from a copy") from None
+    return data
+
+
+# What a resume may change: they neither corrupt the run nor alter what it computes. outer.steps may only grow (to
+# extend a run); the teacher's cosine schedule is then over the new total, from the step the run stands at.
+RESUME_SAFE = ("outer.steps", "eval.tensorboard", "eval.wandb", "grader_workers", "description")
+
+
+def resume_changes(run_dir: Path, cfg: Config, step: int, recipe: str | None) -> dict[str, tuple]:
+    """The changes a resume makes to the run's saved config ({key: (old, new)}), all of them safe; RecipeError
+    naming the first key that would corrupt or silently alter the run."""
+    saved = from_dict(saved_config(run_dir))
+    if recipe is not None:
+        named = load_recipe(recipe).name
+        if named != saved.name:
+            raise RecipeError(f"--recipe: {recipe} is not the recipe of the run in {run_dir} ({saved.name}); "
+                              "leave out --recipe to resume it")
+    changes = differences(to_dict(saved), to_dict(cfg))
+    for key, (old, new) in changes.items():
+        if key not in RESUME_SAFE:
+            raise RecipeError(f"{key}: the run in {run_dir} has {old!r}; a resume cannot change it to {new!r} "
+                              f"(only {', '.join(RESUME_SAFE)}); start a new run with --out for that")
+    if cfg.outer.steps < step:
+        raise RecipeError(f"outer.steps: the run in {run_dir} has done {step} steps; {cfg.outer.steps} would drop "
+                          f"them; give outer.steps >= {step} to extend it")
+    return changes
+
+
+def check_model(cfg: Config) -> None:
+    """model.base, when it names a local folder, is a model folder (before anything is written or loaded)."""
+    base = cfg.model.base
+    local = base.startswith(("/", ".", "~")) or base.count("/") > 1 or Path(base).exists()
+    if not local:
+        return  # a Hub id: the engine downloads it
+    path = Path(base).expanduser()
+    if not path.is_dir():
+        raise RecipeError(f"model.base: {base} is not a folder; give a local model folder (with config.json) or "
+                          "a Hub id such as meta-llama/Llama-3.2-1B-Instruct")
+    if not (path / "config.json").is_file():
+        raise RecipeError(f"model.base: {base} holds no config.json, so it is not a model folder")
 
 
 def load_config(recipe: str | None, overrides: list[str], run: str | None) -> Config:
@@ -48,8 +111,9 @@ def load_config(recipe: str | None, overrides: list[str], run: str | None) -> Co
 
 
 def check_paths(cfg: Config) -> None:
-    """The recipe's data files are there (cheap: before anything is written or loaded)."""
+    """The recipe's data files and local model folder are there (cheap: before anything is written or loaded)."""
     tasks.resolve(cfg, with_data=True)
+    check_model(cfg)
 
 
 def make_grader(cfg: Config) -> Grader:
