@@ -144,9 +144,10 @@ def validate(
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
 ) -> None:
     """Check a recipe (and overrides) against the schema and its task without loading anything."""
-    from soarlite.session import load_config
+    from soarlite.session import check_paths, load_config
 
-    cfg = load_config(recipe, overrides or [], None)  # the same checks `run` makes before it writes anything
+    cfg = load_config(recipe, overrides or [], None)
+    check_paths(cfg)  # the same checks `run` makes before it writes anything: data rows, the model folder
     typer.echo(f"{recipe}: valid ({cfg.name})")
 
 

@@ -21,6 +21,7 @@ from soarlite.config import (
     parse_overrides,
     to_dict,
 )
+from soarlite.data import load_rows
 from soarlite.engine import make_engine
 from soarlite.grading import Grader
 
@@ -111,9 +112,14 @@ def load_config(recipe: str | None, overrides: list[str], run: str | None) -> Co
 
 
 def check_paths(cfg: Config) -> None:
-    """The recipe's data files and local model folder are there (cheap: before anything is written or loaded)."""
+    """The recipe's data files (every row) and local model folder are good: cheap, before anything is written or
+    loaded. `validate` and `run` both make these checks, so they accept the same recipes."""
     tasks.resolve(cfg, with_data=True)
     check_model(cfg)
+    for key in ("hard_train", "hard_test"):  # rows a task reads through the data section (the toy builds its own)
+        path = getattr(cfg.data, key)
+        if path and cfg.task != "toy":
+            load_rows(path, cfg.data.problem_field, cfg.data.answer_field)
 
 
 def make_grader(cfg: Config) -> Grader:
