@@ -61,9 +61,14 @@ def saved_config(run_dir: Path) -> dict:
     return data
 
 
-# What a resume may change: they neither corrupt the run nor alter what it computes. outer.steps may only grow (to
-# extend a run); the teacher's cosine schedule is then over the new total, from the step the run stands at.
-RESUME_SAFE = ("outer.steps", "eval.tensorboard", "eval.wandb", "grader_workers", "description")
+# What a resume may change, each recorded in the run's history.jsonl. outer.steps may only grow (to extend a run); the
+# teacher's cosine schedule is then over the new total, from the step the run stands at (its learning rate goes up).
+# Logging and grader parallelism change nothing the run computes. The memory knobs are the ones the out-of-memory
+# message tells a user to lower before resuming: the micro-batches and in-flight students only regroup the same work
+# (equal up to floating-point rounding); the max_new_tokens caps change what later steps sample, knowingly.
+RESUME_SAFE = ("outer.steps", "eval.tensorboard", "eval.wandb", "grader_workers", "description",
+               "inner.micro_batch", "outer.micro_batch", "inner.students_in_flight", "model.gen_batch",
+               "inner.max_new_tokens", "outer.max_new_tokens")
 
 
 def resume_changes(run_dir: Path, cfg: Config, step: int, recipe: str | None) -> dict[str, tuple]:
