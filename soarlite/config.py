@@ -10,6 +10,7 @@ Nothing here imports torch: `soarlite recipes` and validation must stay instant.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -175,6 +176,8 @@ def _check_value(key: str, value: Any, tp, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{key}: expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise RecipeError(f"{key}: {value!r} is not a finite number; give a plain number such as 1e-5")
     elif tp is str and not isinstance(value, str):
         raise RecipeError(f"{key}: expected a string, got {value!r}")
     if "min" in meta and value < meta["min"]:
@@ -212,6 +215,25 @@ def _check_whole(cfg: Config) -> None:
             setattr(cfg.prompts, key, "task")
     if cfg.model.lora_alpha <= 0:
         raise RecipeError("model.lora_alpha: must be > 0")
+    if not _PLAIN_NAME.fullmatch(cfg.name) or cfg.name in (".", ".."):
+        raise RecipeError(f"name: {cfg.name!r} is not a plain name; use letters, digits, '.', '_' and '-' "
+                          "(no '/' or '..'); --out picks any folder")
+    _check_finite("task_options", cfg.task_options)
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _check_finite(key: str, value: Any) -> None:
+    """NaN and infinities are refused everywhere, also inside the task's own options."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"{key}: {value!r} is not a finite number; give a plain number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(f"{key}.{k}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(f"{key}[{i}]", v)
 
 
 def _migrate(data: dict) -> dict:
@@ -239,6 +261,18 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+    """{dotted key: (old, new)} for every leaf that differs between two config dicts."""
+    out: dict[str, tuple] = {}
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
 def parse_overrides(overrides: list[str]) -> dict:
     """`a.b=1 c=x` -> {"a": {"b": 1}, "c": "x"}; values are YAML scalars (so `1e-5` is a number, `true` a bool)."""
     out: dict = {}
@@ -249,8 +283,8 @@ def parse_overrides(overrides: list[str]) -> dict:
         if not key or any(not part for part in key.split(".")):
             raise RecipeError(f"{item}: an override is key=value, e.g. inner.steps=5")
         try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw, key) if raw else ""
+        except RecipeError:
             value = raw
         if isinstance(value, dict) or value is None:  # `prompts.teacher=Q: {x}` is a text, not a mapping
             value = raw
@@ -272,6 +306,76 @@ def merge(base: dict, extra: dict) -> dict:
         else:
             out[k] = v
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading YAML: duplicate keys and alias bombs are refused
+
+MAX_YAML_NODES = 10_000  # a recipe is ~100 nodes; aliases must not expand a few hundred bytes into megabytes
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+                seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """Nodes in the document once every alias is expanded, computed without expanding (aliases share nodes)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_YAML_NODES + 1  # a recursive alias counts as too big
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[key] = min(size, 10 * MAX_YAML_NODES)
+    return memo[key]
+
+
+def load_yaml(text: str, where: str):
+    """One YAML document, strictly: RecipeError naming `where` for bad YAML, duplicate keys or alias bombs."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise RecipeError(f"{where}: expands to more than {MAX_YAML_NODES:,} values (YAML aliases); write it out")
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        first = str(getattr(e, "problem", None) or e).splitlines()[0]
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None and "line" not in first else ""
+        raise RecipeError(f"{where}: not valid YAML ({first}{at})") from None
+    except RecursionError:
+        raise RecipeError(f"{where}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def read_recipe_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a folder, not a recipe file") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,11 +411,7 @@ def recipe_path(name_or_path: str) -> Path:
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Config:
     path = recipe_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0]
-        raise RecipeError(f"{path}: not valid YAML ({first})") from None
+    data = load_yaml(read_recipe_text(path), str(path)) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys to values")
     data = merge(data, parse_overrides(overrides or []))

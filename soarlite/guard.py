@@ -3,6 +3,8 @@ out-of-memory message needs, as a wrapper around the run's progress reporter."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from soarlite.hardware import reset_peak_memory
 
 
@@ -50,3 +52,42 @@ class StepGuard:
         if self.max_hours is not None and more and time.time() - self.start >= self.max_hours * 3600:
             raise BudgetReached(state.step, self.max_hours)
 
+
+
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGHUP stopped the run; the message says how far it got and how to resume."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message or f"interrupted by signal {signum}")
+        self.signum = signum
+
+
+class RunFinished(Exception):
+    """`--resume` of a run that has nothing left to do; the message says so (exit status 0)."""
+
+
+class RunFailed(RuntimeError):
+    """The run stopped on something outside it (a full disk, a lost folder); every finished step is checkpointed."""
+
+
+@contextmanager
+def signals_raise():
+    """SIGTERM and SIGHUP raise Interrupted (SIGINT already raises KeyboardInterrupt), so the run unwinds: the grader's
+    workers are stopped and the caller can say where the run stands. Only in the main thread (signals need it)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    old = {s: signal.signal(s, handler) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -6,19 +6,21 @@ that already holds a run costs a second, not a model load.
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from pathlib import Path
 
 import yaml
 
-from soarlite import checkpoint, hardware, plan, soar, tasks, tracking
+from soarlite import checkpoint, hardware, lock, plan, soar, tasks, tracking
 from soarlite.config import Config, RecipeError, to_dict
 from soarlite.engine import make_engine
 from soarlite.evaluation import summary as summaries
 from soarlite.evaluation.baselines import baseline_command
-from soarlite.guard import BudgetReached, StepGuard
+from soarlite.guard import BudgetReached, Interrupted, RunFailed, RunFinished, StepGuard, signals_raise
 from soarlite.progress import Reporter
-from soarlite.session import check_paths, load_config, make_grader, resolve_run
+from soarlite.session import check_paths, load_config, make_grader, resolve_run, resume_changes
 
 
 def refuse_if_too_big(cfg: Config) -> None:
@@ -47,10 +49,45 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
     check_paths(cfg)
     if check_fit:
         refuse_if_too_big(cfg)
+    # Every check that needs no lock has passed: only now is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.recover(run_dir)  # finish or drop a checkpoint that a killed run left half-moved
+    with lock.hold(run_dir):  # one process per run folder
+        prepare_folder(cfg, run_dir, recipe if resume else None, bool(resume), max_hours)
+        try:
+            with signals_raise():
+                return _run_locked(cfg, run_dir, quiet, max_hours)
+        except (KeyboardInterrupt, Interrupted) as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            step = soar.load_state(run_dir).step if (run_dir / "state.json").exists() else 0
+            raise Interrupted(signum, f"interrupted after step {step}; resume with "
+                                      f"`soarlite run --resume {run_dir}`") from None
+        except OSError as e:
+            raise RunFailed(f"{checkpoint.os_error_line(e)}; every finished step is checkpointed in {run_dir}: "
+                            f"fix that, then `soarlite run --resume {run_dir}`") from None
+
+
+def prepare_folder(cfg: Config, run_dir: Path, recipe: str | None, resume: bool, max_hours: float | None) -> None:
+    """Under the folder's lock: finish a half-moved checkpoint, check what a resume reads and what it changes (recorded
+    in history.jsonl), then write config.yaml."""
+    step = checkpoint.check_folder(run_dir)  # also finishes or drops a checkpoint that a killed run left half-moved
+    if resume:
+        changes = resume_changes(run_dir, cfg, step, recipe)
+        if (run_dir / "summary.json").exists() and step >= cfg.outer.steps:
+            raise RunFinished(f"{run_dir}: the run is finished ({step} outer steps, summary.json); extend it with "
+                              f"outer.steps=N (N > {step}), or evaluate it with `soarlite eval --run {run_dir}`")
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_at_step": step, "max_hours": max_hours,
+                 "changes": {k: [old, new] for k, (old, new) in changes.items()}}
+        if "outer.steps" in changes:
+            entry["schedule"] = (f"the teacher's cosine schedule is now over {cfg.outer.steps} steps, continued from "
+                                 f"step {step}")
+        with open(run_dir / "history.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    elif (run_dir / "state.json").exists():  # a run that started after our first look
+        raise RecipeError(f"--out: {run_dir} already holds a run; continue it with --resume {run_dir} or pick --out")
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
+
+def _run_locked(cfg: Config, run_dir: Path, quiet: bool, max_hours: float | None) -> Path:
     t0 = time.time()
     with Reporter(quiet=quiet) as report:
         report.line(f"run folder {run_dir}  recipe {cfg.name}")
@@ -76,7 +113,6 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
             report.line(summaries.summary_table(summary))
     report.line(f"done in {time.time() - t0:.0f}s: {run_dir}")
     return run_dir
-
 
 
 def intrinsic_baseline(cfg: Config, recipe: str | None, overrides: list[str], prior: str | None, out: str | None,
