@@ -29,6 +29,15 @@ def test_a_recipe_names_its_task():
         tasks.resolve(load_recipe("tiny", ["task=nope"]))
     with pytest.raises(RecipeError, match=r"^task_options.bogus: unknown key; allowed here: preset, seed, hidden"):
         tasks.resolve(load_recipe("tiny", ["task_options.bogus=1"]))
+    for bad, line in [("hidden=true", "task_options.hidden: True is not allowed; expected a whole number >= 1"),
+                      ("hidden=0", "task_options.hidden: 0 is not allowed; expected a whole number >= 1"),
+                      ("lr=-1", "task_options.lr: -1 is not allowed; expected a positive number"),
+                      ("seed=-1", "task_options.seed: -1 is not allowed; expected a whole number >= 1 (or 0)"),
+                      ("easy_levels=[0]", "task_options.easy_levels: [0] is not allowed; expected a non-empty list")]:
+        with pytest.raises(RecipeError) as e:
+            tasks.resolve(load_recipe("tiny", [f"task_options.{bad}"]))
+        assert str(e.value).startswith(line)
+    assert tasks.resolve(load_recipe("tiny", ["task_options.hidden=64", "task_options.seed=0", "task_options.lr=1"]))
     with pytest.raises(RecipeError, match=r"^task_options: the math task takes no options"):
         tasks.resolve(load_recipe("math", ["task_options.x=1"]))
     with pytest.raises(RecipeError, match=r"^task: 'no/such.py:Task': no file"):

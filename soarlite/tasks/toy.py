@@ -38,6 +38,11 @@ class ToyTask(MathTask):
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:
             raise RecipeError(f"task_options.{unknown[0]}: unknown key; allowed here: {', '.join(allowed)}")
+        for key, value in self.options.items():
+            if key == "preset":
+                continue
+            want = 0 if key == "seed" else toy.DEFAULT_SETTINGS[key]
+            _check_setting(f"task_options.{key}", value, want)
 
     def world_dir(self) -> Path:
         """The built world (built now, once, if it is not in the cache)."""
@@ -60,3 +65,32 @@ class ToyTask(MathTask):
 
         measure = getattr(toy, "difficulty", None)
         return measure(question) if measure else None
+
+
+ZERO_ALLOWED = {"task_options.seed", "task_options.level_probe"}  # whole-number settings for which 0 means something
+
+
+def _check_setting(key: str, value, default) -> None:
+    """A world setting has its default's type (an integer stays an integer; true is not a number), and sizes and
+    counts are at least 1, so a bad value is one line here rather than a traceback from the build."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = is_int(value) and (value >= 1 or key in ZERO_ALLOWED and value >= 0)
+    elif isinstance(default, float):
+        ok = (is_int(value) or isinstance(value, float)) and value == value and 0 < value < float("inf")
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict) and bool(value) and all(
+            (is_int(v) or isinstance(v, float)) and v == v and 0 <= v < float("inf") for v in value.values())
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and bool(value) and all(is_int(v) and v >= 1 for v in value)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        kind = {bool: "true or false", int: "a whole number >= 1", float: "a positive number",
+                dict: "a non-empty mapping of non-negative numbers", list: "a non-empty list of whole numbers >= 1"}
+        raise RecipeError(f"{key}: {value!r} is not allowed; expected {kind.get(type(default), type(default).__name__)}"
+                          + (" (or 0)" if key in ZERO_ALLOWED else ""))
