@@ -145,3 +145,71 @@ def math_reward(completion: str, reference: str) -> float:
     return REWARD_WRONG
 
 
+
+
+# ------------------------------------------------------------------------------------------------ grading keys
+# What lets the grader (soarlite.grading.Grader) grade the rollouts of a step cheaply: items with the same key have
+# the same `is_correct` and the same `math_reward`, so each key is graded once per batch, and some keys are decided
+# here without math_verify. Only string operations: these run in the trainer's process, with no time limit.
+
+# Integers whose equality math_verify decides exactly (a sympy Integer each; far below the 4300 digits past which
+# Python refuses int(str) and math_verify falls back to strings).
+_INTEGER_RE = re.compile(r"-?\d{1,30}")
+# Literals that math_verify parses to one finite number, equal to itself: an integer or decimal, a fraction with a
+# non-zero denominator (0/0 is nan, not equal to itself), a root of an integer.
+_LITERAL_RE = re.compile(r"-?(?:\d{1,30}(?:\.\d{1,30})?|\\[dt]?frac\{\d{1,30}\}\{0*[1-9]\d{0,29}\}|\d{0,30}\\sqrt\{\d{1,30}\})")
+
+
+def grading_key(completion: str, reference: str) -> tuple | None:
+    """A key such that every completion with this key has the same `is_correct` and `math_reward` against this
+    reference, or None when the result may depend on more of the text (no complete last boxed answer: math_verify
+    then reads the whole text).
+
+    With one boxed answer, the key is its content stripped of surrounding whitespace (what `_normalise` strips; the
+    percent and text rules and the reward's substring test ignore it too) with the reference. With several, the
+    multi-part rule may read the last k of them, k known only after parsing the reference: the key is all of them,
+    as written. The thin-space rule is not folded in: the percent and text comparisons read the raw content.
+    """
+    completion, reference = _clip(completion), _clip(reference)
+    last = last_boxed(completion)
+    if last is None:
+        return None
+    boxed = _boxed_answers(completion)  # its last element is `last`
+    if len(boxed) == 1:
+        return ("one", reference, last.strip())
+    return ("all", reference, tuple(boxed))
+
+
+def known_result(method: str, key: tuple) -> float | bool | None:
+    """The result of `is_correct` (method "is_correct") or `math_reward` ("reward") for every completion with this
+    grading key, when it follows from the key without math_verify; None when the key must be graded.
+
+    Decided here, for a single boxed answer only (several make the multi-part rule possible):
+    - right when the answer and the reference are the same integer (`12` and `012`), or the same simple literal
+      written alike (`0.5`, `\\frac{1}{2}`, `2\\sqrt{3}`): math_verify parses it to one finite number, equal to itself;
+    - right when the text rule of `_matches` holds: the same non-empty plain text without a digit (`\\text{Evelyn}`
+      and `evelyn`);
+    - wrong when both are integers that differ: the percent and text rules do not apply to them, and sympy compares
+      integers exactly.
+    """
+    kind, reference, answer = key
+    if kind != "one":
+        return None
+    ref = reference.strip()
+    plain = _plain_text(reference)
+    if (ref == answer and _LITERAL_RE.fullmatch(ref)) or (
+        plain and not any(ch.isdigit() for ch in plain) and plain == _plain_text(answer)
+    ):
+        right = True
+    elif _INTEGER_RE.fullmatch(ref) and _INTEGER_RE.fullmatch(answer):
+        right = int(ref) == int(answer)
+    else:
+        return None
+    if method == "is_correct":
+        return right
+    if method != "reward":
+        return None
+    if right:
+        return REWARD_CORRECT
+    ref_chars = re.sub(r"\s", "", reference)
+    return REWARD_CONTAINS_REFERENCE if ref_chars and ref_chars in re.sub(r"\s", "", answer) else REWARD_WRONG
