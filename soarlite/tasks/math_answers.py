@@ -126,8 +126,10 @@ def is_correct(completion: str, reference: str) -> bool:
         return verify(_parse_math(reference), parse(_normalise(completion)))
     if _matches(reference, last):
         return True
-    k = _parts(reference)
     boxed = _boxed_answers(completion)
+    if len(boxed) < 2:  # 1 < k <= len(boxed) cannot hold: spare parsing the reference again
+        return False
+    k = _parts(reference)
     return 1 < k <= len(boxed) and _matches(reference, ", ".join(boxed[-k:]))
 
 
@@ -160,10 +162,12 @@ _INTEGER_RE = re.compile(r"-?\d{1,30}")
 _LITERAL_RE = re.compile(r"-?(?:\d{1,30}(?:\.\d{1,30})?|\\[dt]?frac\{\d{1,30}\}\{0*[1-9]\d{0,29}\}|\d{0,30}\\sqrt\{\d{1,30}\})")
 
 
-def grading_key(completion: str, reference: str) -> tuple | None:
+def grading_key(completion: str, reference: str) -> tuple:
     """A key such that every completion with this key has the same `is_correct` and `math_reward` against this
-    reference, or None when the result may depend on more of the text (no complete last boxed answer: math_verify
-    then reads the whole text).
+    reference.
+
+    Without a complete last boxed answer, math_verify reads the whole text: the key is the whole (clipped) text, so
+    only identical rollouts share it; their reward is 0 without grading (known_result).
 
     With one boxed answer, the key is its content stripped of surrounding whitespace (what `_normalise` strips; the
     percent and text rules and the reward's substring test ignore it too) with the reference. With several, the
@@ -173,7 +177,7 @@ def grading_key(completion: str, reference: str) -> tuple | None:
     completion, reference = _clip(completion), _clip(reference)
     last = last_boxed(completion)
     if last is None:
-        return None
+        return ("text", reference, completion)
     boxed = _boxed_answers(completion)  # its last element is `last`
     if len(boxed) == 1:
         return ("one", reference, last.strip())
@@ -184,7 +188,8 @@ def known_result(method: str, key: tuple) -> float | bool | None:
     """The result of `is_correct` (method "is_correct") or `math_reward` ("reward") for every completion with this
     grading key, when it follows from the key without math_verify; None when the key must be graded.
 
-    Decided here, for a single boxed answer only (several make the multi-part rule possible):
+    The reward of a rollout without a complete last boxed answer is 0. Otherwise decided here for a single boxed
+    answer only (several make the multi-part rule possible):
     - right when the answer and the reference are the same integer (`12` and `012`), or the same simple literal
       written alike (`0.5`, `\\frac{1}{2}`, `2\\sqrt{3}`): math_verify parses it to one finite number, equal to itself;
     - right when the text rule of `_matches` holds: the same non-empty plain text without a digit (`\\text{Evelyn}`
@@ -193,6 +198,8 @@ def known_result(method: str, key: tuple) -> float | bool | None:
       integers exactly.
     """
     kind, reference, answer = key
+    if kind == "text":  # no complete last boxed answer: no reward, and is_correct must read the text
+        return REWARD_NO_BOXED if method == "reward" else None
     if kind != "one":
         return None
     ref = reference.strip()
