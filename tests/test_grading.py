@@ -4,6 +4,7 @@ identical to grading each item alone, repeated items graded once, and the pool s
 import json
 import logging
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -35,14 +36,18 @@ CASES = [
     (r"so \boxed{12}.", "12", "one", 120.0, True, 120.0, True),
     (r"\boxed{ 012 }", "12", "one", 120.0, True, 120.0, True),  # the same integer
     (r"\boxed{13}", "12", "one", 10.0, False, 10.0, False),  # integers that differ: provably wrong
+    (r"\boxed{\dfrac{2}{4}}", r"\frac{1}{2}", "one", 120.0, True, 120.0, True),  # the same rational
+    (r"\boxed{-\frac{6}{3}}", "-2", "one", 120.0, True, 120.0, True),
+    (r"\boxed{\frac{1}{3}}", "3", "one", 20.0, False, 20.0, False),  # rationals that differ
+    (r"\boxed{\frac{3}{4}}", r"\frac{3}{5}", "one", 10.0, False, 10.0, False),
     (r"\boxed{123}", "12", "one", 20.0, False, 20.0, False),  # wrong, but contains the reference
     (r"\boxed{-5}", "5", "one", 20.0, False, 20.0, False),
     (r"\boxed{12}", " 12 ", "one", 120.0, True, 120.0, True),
     (r"\boxed{0.5}", "0.5", "one", 120.0, True, 120.0, True),  # the same literal, written alike
     (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}", "one", 120.0, True, 120.0, True),
     (r"\boxed{2\sqrt{3}}", r"2\sqrt{3}", "one", 120.0, True, 120.0, True),
-    (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}", "one", None, None, 120.0, True),  # written differently: graded
-    (r"\boxed{0.5}", r"\frac{1}{2}", "one", None, None, 120.0, True),
+    (r"\boxed{0.5}", r"\frac{1}{2}", "one", None, None, 120.0, True),  # a decimal and a fraction: graded
+    (r"\boxed{\frac12}", r"\frac{1}{2}", "one", None, None, 120.0, True),
     (r"\boxed{0.50}", "0.5", "one", None, None, 120.0, True),  # decimals are only short-cut when identical
     (r"\boxed{\frac{0}{0}}", r"\frac{0}{0}", "one", None, None, 120.0, True),  # nan: left to math_verify
     (r"\boxed{17.5\%}", "17.5", "one", None, None, 120.0, True),  # percent
@@ -74,6 +79,23 @@ def test_keys_and_short_cuts_on_edge_cases(completion, reference, kind, known_re
     assert is_correct(completion, reference) is correct
 
 
+def test_rational_short_cuts_equal_grading_alone():
+    rnd = random.Random(0)
+    forms = ["{a}", "-{a}", "0{a}", r"\frac{{{a}}}{{{b}}}", r"-\dfrac{{{a}}}{{{b}}}", r"\tfrac{{{a}}}{{0{b}}}"]
+    values = [rnd.choice(forms).format(a=rnd.randint(0, 12), b=rnd.randint(1, 6)) for _ in range(120)]
+    pairs = [(rf"so \boxed{{{rnd.choice(values)}}}", rnd.choice(values)) for _ in range(150)]
+    pairs += [(rf"\boxed{{{v}}}", v) for v in values[:30]]
+    decided = 0
+    for completion, reference in pairs:
+        key = grading_key(completion, reference)
+        for method, alone in (("reward", math_reward), ("is_correct", is_correct)):
+            value = known_result(method, key)
+            assert value is not None  # every pair of exact rationals is decided by its key
+            assert value == alone(completion, reference) and type(value) is type(alone(completion, reference))
+            decided += 1
+    assert decided == 360
+
+
 def test_grader_with_keys_equals_grading_alone_on_edge_cases(grader):
     pairs = [(c, r) for c, r, *_ in CASES if c != TOWER] * 2
     assert grader.rewards(pairs) == [math_reward(c, r) for c, r in pairs]
@@ -90,13 +112,13 @@ def test_keys_on_graded_rows(graded_rows, grader):
     correct = [is_correct(c, a) for c, a in pairs]
     known_r = [known_result("reward", k) for k in keys]
     known_c = [known_result("is_correct", k) for k in keys]
-    assert sum(v is not None for v in known_r) == 57 + 247
-    assert sum(v is not None for v in known_c) == 247
+    assert sum(v is not None for v in known_r) == 57 + 285  # no box: reward 0; one box: the rules above
+    assert sum(v is not None for v in known_c) == 285
     assert all(k is None or k == v for k, v in zip(known_r, rewards))
     assert all(k is None or k is v for k, v in zip(known_c, correct))
     before = dict(grader.stats)
     assert grader.rewards(pairs) == rewards
-    assert grader.stats["graded"] - before["graded"] == 199  # 201 rows to grade, two of them repeat a key
+    assert grader.stats["graded"] - before["graded"] == 162  # 163 rows to grade, one of them repeats a key
     assert grader.correct(pairs) == correct
 
 
@@ -117,12 +139,12 @@ def test_repeated_answers_are_graded_once(grader):
     before = dict(grader.stats)
     assert grader.rewards(group) == [120.0] * 27 + [10.0] * 3 + [0.0] * 2
     assert grader.stats["items"] - before["items"] == 32
-    assert grader.stats["known"] - before["known"] == 2  # \frac{1}{2} written alike; the truncated rollouts' 0
-    assert grader.stats["graded"] - before["graded"] == 3  # \dfrac{1}{2}, 0.5 and 7 (the reference is no integer)
+    assert grader.stats["known"] - before["known"] == 4  # \dfrac{1}{2}, \frac{1}{2}, 7 and the truncated rollouts' 0
+    assert grader.stats["graded"] - before["graded"] == 1  # 0.5: a decimal against a fraction
     before = dict(grader.stats)
     assert grader.correct(group) == [True] * 27 + [False] * 5
     # is_correct of a truncated rollout reads the text: graded, once for the two identical ones
-    assert grader.stats["graded"] - before["graded"] == 4
+    assert grader.stats["graded"] - before["graded"] == 2
 
 
 def test_without_keys_every_item_is_graded():

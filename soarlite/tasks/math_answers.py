@@ -14,6 +14,7 @@ regex that backtracks) and works only in the main thread: the loop therefore cal
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from math_verify import parse, verify
 from sympy import FiniteSet, Tuple
@@ -154,12 +155,21 @@ def math_reward(completion: str, reference: str) -> float:
 # the same `is_correct` and the same `math_reward`, so each key is graded once per batch, and some keys are decided
 # here without math_verify. Only string operations: these run in the trainer's process, with no time limit.
 
-# Integers whose equality math_verify decides exactly (a sympy Integer each; far below the 4300 digits past which
-# Python refuses int(str) and math_verify falls back to strings).
-_INTEGER_RE = re.compile(r"-?\d{1,30}")
+# Exact rationals: an integer or a fraction of integers with a non-zero denominator; sympy compares them exactly.
+# At most 30 digits each: far below the 4300 past which Python refuses int(str) and math_verify falls back to strings.
+_RATIONAL_RE = re.compile(r"(-?)(?:(\d{1,30})|\\[dt]?frac\{(\d{1,30})\}\{(0*[1-9]\d{0,29})\})")
 # Literals that math_verify parses to one finite number, equal to itself: an integer or decimal, a fraction with a
-# non-zero denominator (0/0 is nan, not equal to itself), a root of an integer.
+# non-zero denominator (0/0 is nan: left to math_verify), a root of an integer.
 _LITERAL_RE = re.compile(r"-?(?:\d{1,30}(?:\.\d{1,30})?|\\[dt]?frac\{\d{1,30}\}\{0*[1-9]\d{0,29}\}|\d{0,30}\\sqrt\{\d{1,30}\})")
+
+
+def _rational(latex: str) -> Fraction | None:
+    m = _RATIONAL_RE.fullmatch(latex)
+    if m is None:
+        return None
+    sign, whole, num, den = m.groups()
+    value = Fraction(int(whole)) if whole is not None else Fraction(int(num), int(den))
+    return -value if sign else value
 
 
 def grading_key(completion: str, reference: str) -> tuple:
@@ -190,12 +200,12 @@ def known_result(method: str, key: tuple) -> float | bool | None:
 
     The reward of a rollout without a complete last boxed answer is 0. Otherwise decided here for a single boxed
     answer only (several make the multi-part rule possible):
-    - right when the answer and the reference are the same integer (`12` and `012`), or the same simple literal
-      written alike (`0.5`, `\\frac{1}{2}`, `2\\sqrt{3}`): math_verify parses it to one finite number, equal to itself;
+    - right when the answer and the reference are the same simple literal written alike (`0.5`, `2\\sqrt{3}`):
+      math_verify parses it to one finite number, equal to itself;
     - right when the text rule of `_matches` holds: the same non-empty plain text without a digit (`\\text{Evelyn}`
       and `evelyn`);
-    - wrong when both are integers that differ: the percent and text rules do not apply to them, and sympy compares
-      integers exactly.
+    - right or wrong when both are exact rationals (integers, `\\frac{3}{4}`, `-\\dfrac{6}{8}`): their values decide; the
+      percent and text rules do not apply to them (no percent sign, digits), and sympy compares rationals exactly.
     """
     kind, reference, answer = key
     if kind == "text":  # no complete last boxed answer: no reward, and is_correct must read the text
@@ -208,8 +218,8 @@ def known_result(method: str, key: tuple) -> float | bool | None:
         plain and not any(ch.isdigit() for ch in plain) and plain == _plain_text(answer)
     ):
         right = True
-    elif _INTEGER_RE.fullmatch(ref) and _INTEGER_RE.fullmatch(answer):
-        right = int(ref) == int(answer)
+    elif (a := _rational(ref)) is not None and (b := _rational(answer)) is not None:
+        right = a == b
     else:
         return None
     if method == "is_correct":
