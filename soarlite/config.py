@@ -121,7 +121,7 @@ class Config:
     engine: Literal["auto", "hf", "vllm"] = _f("auto", "sampling engine: auto = vllm on a GPU, hf (transformers+peft) on a CPU")
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "where the model runs")
     threads: int = _f(0, "CPU threads for torch; 0 = torch's default", min=0)
-    grader_workers: int = _f(1, "processes that grade answers", min=1)
+    grader_workers: int = _f(0, "processes that grade answers; 0 = one per CPU core this process may use (soarlite.grading.auto_workers)", min=0)
     grade_timeout_s: float = _f(5.0, "hard time limit per graded answer; past it the answer counts as wrong", gt=0.0)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -4,6 +4,11 @@ A task's `reward`, `is_correct` and `parse_teacher` may call into C code that no
 on `9^9^9^9`, a regex that backtracks), so the grader runs them in fresh interpreters and kills one that overruns
 its per-item limit; the item then counts as wrong. The workers build the task from the same `module:attr` string
 the recipe resolves to (soarlite.tasks), so a user's task is graded the same way as the built-in ones.
+
+A step grades thousands of rollouts of a few questions, many with the same final answer. A task that has the optional
+`grading_key(completion, reference)` (see soarlite.tasks.Task) lets the grader grade each key once per batch, in the
+parent, before anything is sent to a worker; its optional `known_result(method, key)` decides some keys without
+grading at all (the math task: the same integer, the same plain text). The pool itself knows nothing of the domain.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ _KINDS = {
     "correct": ("is_correct", False),
     "teacher": ("parse_teacher", None),
 }
+# The kinds whose items a task's grading key may merge (parse_teacher reads each text on its own).
+_KEYED = ("reward", "correct")
 _READY = "ready"
 _WORKER_CODE = "import sys; from soarlite.grading import _worker_main; _worker_main(int(sys.argv[1]), sys.argv[2])"
 
@@ -115,27 +122,52 @@ class _Worker:
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
+def auto_workers() -> int:
+    """The CPU cores this process may run on (its affinity, else the machine's count): the pool's size for 0."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int) -> int:
+    """`workers` as a process count: 0 means one per core this process may use (auto_workers)."""
+    if workers < 0:
+        raise ValueError(f"need workers >= 0 (0 = one per core), got {workers}")
+    return workers or auto_workers()
+
+
 def _shutdown(workers: list[_Worker]) -> None:
     while workers:
         workers.pop().stop()
 
 
 class Grader:
-    """Runs a task's reward / is_correct / parse_teacher in `workers` processes, at most about
-    `timeout_s` per item: a worker that overruns is killed and replaced, and its item counts as wrong
+    """Runs a task's reward / is_correct / parse_teacher in `workers` processes (0: one per core, auto_workers), at
+    most about `timeout_s` per item: a worker that overruns is killed and replaced, and its item counts as wrong
     (reward 0.0, False, None). For well-behaved inputs the results equal the in-process methods'.
     `task` is the task's `module:attr` string and `task_options` its options (soarlite.tasks.spec_for).
+
+    With `cache` (the default) and a task that has `grading_key`, `rewards` and `correct` grade each key once per
+    call: the first item with a key is graded (or decided by the task's `known_result`), the others copy its result,
+    a time-out included. The task is then also built in this process, lazily, to compute the keys. `stats` counts,
+    over the grader's life, the items asked for, those sent to workers and those decided by `known_result`.
 
     One more process is kept started as a spare, so that a killed worker is replaced at once rather
     than after the second a new interpreter needs to import sympy. Use as a context manager or call
     close(); garbage collection and interpreter exit also stop the workers.
     """
 
-    def __init__(self, workers: int = 1, timeout_s: float = 5.0, task: str = MATH_TASK,
-                 task_options: dict | None = None) -> None:
-        if workers < 1 or timeout_s <= 0:
-            raise ValueError(f"need workers >= 1 and timeout_s > 0, got {workers}, {timeout_s}")
+    def __init__(self, workers: int = 0, timeout_s: float = 5.0, task: str = MATH_TASK,
+                 task_options: dict | None = None, cache: bool = True) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"need timeout_s > 0, got {timeout_s}")
+        workers = resolve_workers(workers)
         self._task_json = json.dumps([task, task_options or {}])
+        self._task_spec = (task, dict(task_options or {}))
+        self._task: Any = None  # built on the first keyed batch
+        self.cache = cache
+        self.stats = {"items": 0, "graded": 0, "known": 0}
         self.timeout_s = timeout_s
         self.timeouts = 0  # items killed for overrunning, over the grader's life
         self._n = workers
@@ -144,6 +176,11 @@ class Grader:
         self._procs: list[_Worker] = []
         self._finalizer = weakref.finalize(self, _shutdown, self._procs)
         self._procs.extend(_Worker(self._task_json) for _ in range(workers + 1))
+
+    @property
+    def workers(self) -> int:
+        """How many processes grade (the spare not counted)."""
+        return self._n
 
     @property
     def _workers(self) -> list[_Worker]:
@@ -175,8 +212,52 @@ class Grader:
             raise RuntimeError("Grader is closed")
         default = _KINDS[kind][1]
         # Clip here too (the functions clip again, idempotently) so that no huge string is pickled.
-        todo = deque((i, tuple(a[-MAX_CHARS:] for a in args)) for i, args in enumerate(items))
+        clipped = [tuple(a[-MAX_CHARS:] for a in args) for args in items]
         results: list[Any] = [default] * len(items)
+        copies: list[tuple[int, int]] = []
+        if self.cache and kind in _KEYED and clipped:
+            todo = self._dedup(kind, clipped, results, copies)
+        else:
+            todo = deque(enumerate(clipped))
+        self.stats["items"] += len(items)
+        self.stats["graded"] += len(todo)
+        self._grade(kind, todo, results)
+        for i, first in copies:
+            results[i] = results[first]
+        return results
+
+    def _dedup(self, kind: str, items: list[tuple], results: list[Any], copies: list[tuple[int, int]]) -> deque:
+        """The items to send to workers: one per grading key (or every item, without one). Fills `results` for the
+        keys the task decides itself and `copies` with (item, the item whose result it takes)."""
+        if self._task is None:
+            spec, options = self._task_spec
+            self._task = load_object(spec)(options)
+        key_of = getattr(self._task, "grading_key", None)
+        if key_of is None:
+            return deque(enumerate(items))
+        known = getattr(self._task, "known_result", None)
+        method = _KINDS[kind][0]
+        first: dict[Any, int] = {}
+        todo: deque[tuple[int, tuple]] = deque()
+        for i, args in enumerate(items):
+            key = key_of(*args)
+            if key is None:
+                todo.append((i, args))
+                continue
+            j = first.setdefault(key, i)
+            if j != i:
+                copies.append((i, j))
+                continue
+            value = known(method, key) if known is not None else None
+            if value is None:
+                todo.append((i, args))
+            else:
+                results[i] = value
+                self.stats["known"] += 1
+        return todo
+
+    def _grade(self, kind: str, todo: deque, results: list[Any]) -> None:
+        """Grade the (index, args) items of `todo` in the workers, into results[index]."""
         try:
             while todo or any(w.items for w in self._workers):
                 now = time.monotonic()
@@ -207,7 +288,6 @@ class Grader:
                 w.stop()
                 self._procs[i] = _Worker(self._task_json)
             raise
-        return results
 
     def _receive(self, w: _Worker, kind: str, results: list[Any], todo: deque) -> None:
         try:

@@ -53,7 +53,16 @@ class QA:
 @runtime_checkable
 class Task(Protocol):
     """What SOAR needs from a domain. A task is built as `TaskClass(options)`, options being the recipe's
-    `task_options` mapping; building must be cheap and import nothing heavy (it happens in every grader worker)."""
+    `task_options` mapping; building must be cheap and import nothing heavy (it happens in every grader worker).
+
+    Two optional methods make grading a step's rollouts cheap (soarlite.grading.Grader; the math task has both):
+
+    - `grading_key(completion, reference) -> Hashable | None`: items with equal keys must have equal `reward` and
+      equal `is_correct`, so the grader grades one item per key per batch; None (no short-cut) grades the item on its
+      own. It runs in the trainer's process with no time limit: string operations only, never the checker itself.
+    - `known_result(method, key) -> value | None`: what `method` ("reward" or "is_correct") gives for every item with
+      this key when the key alone decides it (no item then goes to a worker); None when it must be graded.
+    """
 
     name: str
     teacher_prompt: str  # the teacher's whole prompt (the paper's: no seed questions)

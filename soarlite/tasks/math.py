@@ -15,7 +15,15 @@ from pathlib import Path
 from soarlite.config import RecipeError
 from soarlite.data import DataError, Problem, check_row, load_problems, load_rows
 from soarlite.tasks import QA, fill_prompt
-from soarlite.tasks.math_answers import MAX_CHARS, is_correct, last_boxed, math_reward, parses_as_math
+from soarlite.tasks.math_answers import (
+    MAX_CHARS,
+    grading_key,
+    is_correct,
+    known_result,
+    last_boxed,
+    math_reward,
+    parses_as_math,
+)
 
 # Our wording of the SOAR teacher prompt: no seed questions (the paper found the teacher copies them),
 # the seven MATH subjects, a multi-step problem, and the tag format parse_teacher_output reads.
@@ -92,6 +100,17 @@ class MathTask:
 
     def is_correct(self, completion: str, reference: str) -> bool:
         return is_correct(completion, reference)
+
+    def grading_key(self, completion: str, reference: str) -> tuple | None:
+        """The grader's key (soarlite.tasks.math_answers.grading_key); None in a subclass that grades its own way."""
+        cls = type(self)
+        if cls.reward is not MathTask.reward or cls.is_correct is not MathTask.is_correct:
+            return None
+        return grading_key(completion, reference)
+
+    def known_result(self, method: str, key: tuple) -> float | bool | None:
+        """What `method` gives for every item with this key, when the key decides it (math_answers.known_result)."""
+        return known_result(method, key)
 
     def check(self, cfg, with_data: bool) -> None:
         if cfg.outer.steps > 0 and not cfg.data.hard_train:

@@ -14,6 +14,7 @@ regex that backtracks) and works only in the main thread: the loop therefore cal
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from math_verify import parse, verify
 from sympy import FiniteSet, Tuple
@@ -126,8 +127,10 @@ def is_correct(completion: str, reference: str) -> bool:
         return verify(_parse_math(reference), parse(_normalise(completion)))
     if _matches(reference, last):
         return True
-    k = _parts(reference)
     boxed = _boxed_answers(completion)
+    if len(boxed) < 2:  # 1 < k <= len(boxed) cannot hold: spare parsing the reference again
+        return False
+    k = _parts(reference)
     return 1 < k <= len(boxed) and _matches(reference, ", ".join(boxed[-k:]))
 
 
@@ -145,3 +148,85 @@ def math_reward(completion: str, reference: str) -> float:
     return REWARD_WRONG
 
 
+
+
+# ------------------------------------------------------------------------------------------------ grading keys
+# What lets the grader (soarlite.grading.Grader) grade the rollouts of a step cheaply: items with the same key have
+# the same `is_correct` and the same `math_reward`, so each key is graded once per batch, and some keys are decided
+# here without math_verify. Only string operations: these run in the trainer's process, with no time limit.
+
+# Exact rationals: an integer or a fraction of integers with a non-zero denominator; sympy compares them exactly.
+# At most 30 digits each: far below the 4300 past which Python refuses int(str) and math_verify falls back to strings.
+_RATIONAL_RE = re.compile(r"(-?)(?:(\d{1,30})|\\[dt]?frac\{(\d{1,30})\}\{(0*[1-9]\d{0,29})\})")
+# Literals that math_verify parses to one finite number, equal to itself: an integer or decimal, a fraction with a
+# non-zero denominator (0/0 is nan: left to math_verify), a root of an integer.
+_LITERAL_RE = re.compile(r"-?(?:\d{1,30}(?:\.\d{1,30})?|\\[dt]?frac\{\d{1,30}\}\{0*[1-9]\d{0,29}\}|\d{0,30}\\sqrt\{\d{1,30}\})")
+
+
+def _rational(latex: str) -> Fraction | None:
+    m = _RATIONAL_RE.fullmatch(latex)
+    if m is None:
+        return None
+    sign, whole, num, den = m.groups()
+    value = Fraction(int(whole)) if whole is not None else Fraction(int(num), int(den))
+    return -value if sign else value
+
+
+def grading_key(completion: str, reference: str) -> tuple:
+    """A key such that every completion with this key has the same `is_correct` and `math_reward` against this
+    reference.
+
+    Without a complete last boxed answer, math_verify reads the whole text: the key is the whole (clipped) text, so
+    only identical rollouts share it; their reward is 0 without grading (known_result).
+
+    With one boxed answer, the key is its content stripped of surrounding whitespace (what `_normalise` strips; the
+    percent and text rules and the reward's substring test ignore it too) with the reference. With several, the
+    multi-part rule may read the last k of them, k known only after parsing the reference: the key is all of them,
+    as written. The thin-space rule is not folded in: the percent and text comparisons read the raw content.
+    """
+    completion, reference = _clip(completion), _clip(reference)
+    last = last_boxed(completion)
+    if last is None:
+        return ("text", reference, completion)
+    boxed = _boxed_answers(completion)  # its last element is `last`
+    if len(boxed) == 1:
+        return ("one", reference, last.strip())
+    return ("all", reference, tuple(boxed))
+
+
+def known_result(method: str, key: tuple) -> float | bool | None:
+    """The result of `is_correct` (method "is_correct") or `math_reward` ("reward") for every completion with this
+    grading key, when it follows from the key without math_verify; None when the key must be graded.
+
+    The reward of a rollout without a complete last boxed answer is 0. Otherwise decided here for a single boxed
+    answer only (several make the multi-part rule possible):
+    - right when the answer and the reference are the same simple literal written alike (`0.5`, `2\\sqrt{3}`):
+      math_verify parses it to one finite number, equal to itself;
+    - right when the text rule of `_matches` holds: the same non-empty plain text without a digit (`\\text{Evelyn}`
+      and `evelyn`);
+    - right or wrong when both are exact rationals (integers, `\\frac{3}{4}`, `-\\dfrac{6}{8}`): their values decide; the
+      percent and text rules do not apply to them (no percent sign, digits), and sympy compares rationals exactly.
+    """
+    kind, reference, answer = key
+    if kind == "text":  # no complete last boxed answer: no reward, and is_correct must read the text
+        return REWARD_NO_BOXED if method == "reward" else None
+    if kind != "one":
+        return None
+    ref = reference.strip()
+    plain = _plain_text(reference)
+    if (ref == answer and _LITERAL_RE.fullmatch(ref)) or (
+        plain and not any(ch.isdigit() for ch in plain) and plain == _plain_text(answer)
+    ):
+        right = True
+    elif (a := _rational(ref)) is not None and (b := _rational(answer)) is not None:
+        right = a == b
+    else:
+        return None
+    if method == "is_correct":
+        return right
+    if method != "reward":
+        return None
+    if right:
+        return REWARD_CORRECT
+    ref_chars = re.sub(r"\s", "", reference)
+    return REWARD_CONTAINS_REFERENCE if ref_chars and ref_chars in re.sub(r"\s", "", answer) else REWARD_WRONG
