@@ -248,3 +248,12 @@ def test_measure_on_a_tiny_model(tmp_path):
     assert rates["device"] == "cpu" and rates["decode_tokens_per_s"] > 0 and rates["train_tokens_per_s"] > 0
     p = plan.make_plan(cfg, None, measured=rates)
     assert p.time_source.startswith("measured") and p.step_s > 0
+
+
+def test_auto_grader_workers_plan_with_this_machines_cores():
+    """grader_workers: 0 (auto) is planned with as many workers as the grader will start, not divided by zero."""
+    from soarlite.grading import resolve_workers
+
+    auto = plan.make_plan(load_recipe("tiny", ["grader_workers=0"]), None)
+    fixed = plan.make_plan(load_recipe("tiny", [f"grader_workers={resolve_workers(0)}"]), None)
+    assert auto.step_s == fixed.step_s

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from soarlite.config import Config
+from soarlite.grading import resolve_workers
 from soarlite.hardware import GIB, Card
 from soarlite.plan.footprint import VLLM_MAX_SEQS
 from soarlite.plan.shapes import Shape, model_shape, prompt_tokens, students_in_flight
@@ -113,7 +114,7 @@ def step_time(cfg: Config, shape: Shape, card: Card, mode: str, valid_rate: floa
     t["evaluation (greedy)"] = evals
     t["teacher update"] = _train_s(o.g * o.n, seq_t, mode, card, shape, cfg, o.kl_coef > 0)
     graded = o.g * o.r * i.steps * i.batch_size * i.group_size + (o.g * o.r + 1) * o.M + math.ceil(o.g * o.n / valid_rate)
-    t["grading"] = graded / (GRADES_PER_S * cfg.grader_workers)
+    t["grading"] = graded / (GRADES_PER_S * resolve_workers(cfg.grader_workers))
     return t
 
 
@@ -134,7 +135,7 @@ def measured_step_time(cfg: Config, shape: Shape, valid_rate: float, rates: dict
         "student training": rollouts * seq_s / trn,
         "evaluation (greedy)": tk["evaluation"]["generated"] / dec,
         "teacher update": o.g * o.n * seq_t / trn,
-        "grading": graded / (GRADES_PER_S * cfg.grader_workers),
+        "grading": graded / (GRADES_PER_S * resolve_workers(cfg.grader_workers)),
     }
 
 
