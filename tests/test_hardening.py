@@ -432,5 +432,7 @@ def test_a_signal_prints_the_resume_command(tmp_path, sig, code):
     assert "run folder" in p.stdout.readline()  # the lock is held and config.yaml written
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == code, err
+    # SIGINT: exit 130, or (seen once under heavy load, a second KeyboardInterrupt during interpreter shutdown)
+    # death by SIGINT, which a shell reports as the same status 128 + 2 = 130
+    assert p.returncode == code or (sig == signal.SIGINT and p.returncode == -signal.SIGINT), err
     assert err.strip().splitlines() == [f"interrupted after step 0; resume with `soarlite run --resume {run}`"]
