@@ -62,8 +62,10 @@ CASES = [
     (r"\boxed{1} then \boxed{12", "12", "text", 0.0, None, 0.0, False),  # the last box is unclosed
     ("no answer", "12", "text", 0.0, None, 0.0, False),
     (r"\boxed{" + "7" * 40 + "}", "7" * 40, "one", None, None, 120.0, True),  # too long for the integer rule
-    # Past 4300 digits math_verify falls back to strings that do not verify: exact equality must not short-cut.
-    (r"\boxed{" + "7" * 5000 + "}", "7" * 5000, "one", None, None, 20.0, False),
+    # Past 4300 digits math_verify falls back to strings; is_correct compares plain integers by their digits.
+    (r"\boxed{" + "7" * 5000 + "}", "7" * 5000, "one", None, None, 120.0, True),
+    (r"\boxed{+007}", "7", "one", None, None, 120.0, True),
+    (r"\boxed{-0}", "0", "one", 120.0, True, 120.0, True),
     (TOWER, "3", "one", None, None, 10.0, False),  # graded (and, in a worker, timed out: see below)
 ]
 

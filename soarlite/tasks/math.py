@@ -45,6 +45,9 @@ STUDENT_PROMPT_PAPER = (
     "answer in \\boxed{}. User: {question} Assistant:"
 )
 
+# A power whose exponent holds a power (`9^{9^{9}}`, `9^9^9`): as a reference, sympy would try to evaluate it against
+# every student rollout, each costing the grader's whole time limit. No MATH answer is one; refusing it costs nothing.
+_NESTED_POWER_RE = re.compile(r"\^\s*\{[^{}]*\^|\^\s*[\w.]+\s*\^")
 _QUESTION_RE = re.compile(r"<question>(.*?)</question>", re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
@@ -56,7 +59,8 @@ def parse_teacher_output(text: str) -> QA | None:
     """The teacher's pair, or None when it is not valid.
 
     Valid: a `<question>..</question>` with a non-empty question, then an `<answer>..</answer>` after it
-    whose last `\\boxed{}` is complete, non-empty and parses as math (math_verify gives a sympy object).
+    whose last `\\boxed{}` is complete, non-empty, not a tower of powers, and parses as math (math_verify gives a
+    sympy object).
     The last question block is used, with the first answer block after it: the teacher may draft or
     quote the tags while reasoning, and what it writes last is what it settled on. Only the last
     MAX_CHARS characters are read, as in the grader.
@@ -71,7 +75,7 @@ def parse_teacher_output(text: str) -> QA | None:
     if a is None or not question:
         return None
     answer = last_boxed(a.group(1))
-    if answer is None or not answer.strip() or not parses_as_math(answer):
+    if answer is None or not answer.strip() or _NESTED_POWER_RE.search(answer) or not parses_as_math(answer):
         return None
     return QA(question=question, answer=answer.strip())
 
