@@ -41,9 +41,10 @@ def run(
     except (MissingExtra, OutOfMemory) as e:
         _fail(str(e), 1)
     except Exception as e:  # the loop's own loud failures carry a message a user can act on
+        from soarlite.preflight import PreflightFailed
         from soarlite.soar import TeacherStalled
 
-        if isinstance(e, TeacherStalled):
+        if isinstance(e, (TeacherStalled, PreflightFailed)):
             _fail(str(e), 1)
         raise
 
@@ -283,6 +284,16 @@ def plan(
     if measured and "peak_allocated_gib" in measured:
         typer.echo(f"measured: peak allocated {measured['peak_allocated_gib']:.2f} GiB in the measurement "
                    f"(one sampling call of {measured['decode_batch']} sequences, one training micro-batch)")
+    if measure:  # the pre-flight check (soarlite/preflight.py): does one inner loop move a fresh student?
+        from soarlite import preflight
+
+        check = preflight.standalone(cfg)
+        typer.echo(check.line())
+        if not check.passed:
+            try:
+                preflight.require(cfg, check)
+            except preflight.PreflightFailed as e:
+                _fail(str(e), 1)
     if result.fits is False:
         raise typer.Exit(1)
 

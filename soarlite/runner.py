@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from soarlite import checkpoint, hardware, plan, soar, tasks, tracking
+from soarlite import checkpoint, hardware, plan, preflight, soar, tasks, tracking
 from soarlite.config import Config, RecipeError, to_dict
 from soarlite.engine import make_engine
 from soarlite.evaluation import summary as summaries
@@ -47,6 +47,10 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
     check_paths(cfg)
     if check_fit:
         refuse_if_too_big(cfg)
+    try:
+        hardware.require_cuda(cfg)  # a GPU recipe never falls back to a CPU silently
+    except hardware.NoCuda as e:
+        raise RecipeError(str(e)) from None
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint.recover(run_dir)  # finish or drop a checkpoint that a killed run left half-moved
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -60,6 +64,9 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
         engine = make_engine(cfg, world.model_dir)
         with make_grader(cfg) as grader:
             try:
+                if cfg.preflight and soar.load_state(run_dir).step == 0:
+                    report.phase("pre-flight check")
+                    report.line(preflight.require_line(cfg, preflight.check(cfg, world, engine, grader, report)))
                 state = soar.run(cfg, world, engine, grader, run_dir, report)
             except BudgetReached as stop:
                 report.line(f"{stop}; every finished step is checkpointed in {run_dir}. Continue with:\n"
