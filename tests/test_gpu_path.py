@@ -251,3 +251,35 @@ def test_a_gpu_recipe_without_cuda_stops_with_one_line(monkeypatch, tmp_path):
     assert r.exit_code == 2, r.output
     assert r.output.startswith("error: math-24gb: device: cuda, but torch sees no CUDA device") and r.output.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ adamw8bit, runner
+def test_adamw8bit_optimizer_steps(model_dir):
+    pytest.importorskip("bitsandbytes")
+    cfg = tiny_cfg("cpu")
+    cfg.optimizer = "adamw8bit"
+    e = HFEngine(cfg, str(model_dir))
+    e.create_adapter("s", OptimizerSpec(1e-2, 10))
+    opt = e.optimizers["s"][0]
+    assert type(opt).__name__ == "AdamW8bit" and opt.param_groups[0]["weight_decay"] == 0.0
+    outs = e.generate(["1+1="] * 2, ["s"] * 2, SamplingParams(1.0, 4), seed=0)
+    from soarlite import rloo
+
+    rloo.update(e, "s", outs, [1.0, -1.0], 0.0, 2)
+    assert any(p.abs().sum() > 0 for n, p in e._params("s").items() if "lora_B" in n)
+
+
+def test_run_stops_when_the_preflight_check_fails(monkeypatch, tmp_path):
+    from test_gpu_cpu import _fake_world
+    from typer.testing import CliRunner
+
+    from soarlite import preflight
+    from soarlite.cli import app
+
+    ran = []
+    _fake_world(monkeypatch, lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(preflight, "check", lambda *a, **k: preflight.Result(4, 2, 3, 3, 1.0))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["run", "--recipe", "tiny", "preflight=true", "--out", "run"])
+    assert r.exit_code == 1 and "pre-flight check failed" in r.output and "inner.lr=0.003" in r.output
+    assert not ran  # the loop never started
