@@ -43,9 +43,10 @@ def _runtime_errors():
     from soarlite.extras import MissingExtra
     from soarlite.guard import RunFailed
     from soarlite.hardware import OutOfMemory
+    from soarlite.preflight import PreflightFailed
     from soarlite.soar import TeacherStalled
 
-    return (MissingExtra, OutOfMemory, TeacherStalled, RunFailed)
+    return (MissingExtra, OutOfMemory, TeacherStalled, RunFailed, PreflightFailed)
 
 
 def _one_line(e: BaseException) -> str:
@@ -344,6 +345,16 @@ def plan(
     if measured and "peak_allocated_gib" in measured:
         typer.echo(f"measured: peak allocated {measured['peak_allocated_gib']:.2f} GiB in the measurement "
                    f"(one sampling call of {measured['decode_batch']} sequences, one training micro-batch)")
+    if measure:  # the pre-flight check (soarlite/preflight.py): does one inner loop move a fresh student?
+        from soarlite import preflight
+
+        check = preflight.standalone(cfg)
+        typer.echo(check.line())
+        if not check.passed:
+            try:
+                preflight.require(cfg, check)
+            except preflight.PreflightFailed as e:
+                _fail(str(e), 1)
     if result.fits is False:
         raise typer.Exit(1)
 

@@ -129,6 +129,10 @@ class Config:
     outer: OuterConfig = field(default_factory=OuterConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # issue 10: the real-model path (soarlite/preflight.py, soarlite/engine/unsloth.py, soarlite/engine/vllm.py)
+    preflight: bool = _f(True, "before step 0, check that one inner loop of a fresh student on the teacher's first questions raises its accuracy on them (stops naming inner.lr / inner.steps when it does not)")
+    gpu_memory_utilization: float = _f(0.45, "vLLM's share of the card (gpu_memory_utilization); with unsloth's standby (the shared default on CUDA) unsloth picks its own larger share, since the KV cache is freed while training", gt=0.0, max=0.98)
+    optimizer: Literal["adamw", "adamw8bit"] = _f("adamw", "optimiser of every adapter: adamw (torch, 8 bytes of state per parameter) or adamw8bit (bitsandbytes AdamW8bit, about 2 bytes per parameter)")
 
 
 # ----------------------------------------------------------------------------------------------------------------

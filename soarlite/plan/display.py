@@ -27,13 +27,26 @@ def _num(x: float) -> str:
     return f"{x:.0f}"
 
 
+MODE_WORDS = {  # what `soarlite plan` calls each mode, and the copies of the base on the card
+    "unsloth": ("shared (unsloth's in-process vLLM on the training weights)", 1),
+    "vllm": ("two copies (vLLM's own beside the trainer's; vLLM sleeps while adapters train)", 2),
+    "hf": ("transformers (transformers + peft sampling)", 1),
+    "cpu": ("transformers + peft, CPU", 0),
+}
+
+
+def _mode_words(mode: str) -> str:
+    words, copies = MODE_WORDS.get(mode, (mode, 1))
+    return f"{words}; {copies} base cop{'y' if copies == 1 else 'ies'} on the card" if mode != "cpu" else words
+
+
 def render(plan: Plan, max_hours: float | None = None) -> str:
     c, s, o = plan.cfg, plan.shape, plan.cfg.outer
     card = plan.card
     lines = [
         f"recipe {c.name}: {s.name} ({s.params / 1e9:.2f}B params, {s.layers} layers, vocab {s.vocab}), "
         f"{'4-bit NF4' if c.model.load_in_4bit else plan.dtype} base, LoRA rank {c.model.lora_rank}",
-        f"engine {plan.mode}{' (transformers + peft, CPU)' if plan.mode == 'cpu' else ''}, compute dtype {plan.dtype}, "
+        f"engine {plan.mode}: {_mode_words(plan.mode)}, compute dtype {plan.dtype}, "
         f"card {f'{card.name} ({card.mem_gib:g} GiB)' if card else 'none (give --gpu or --gpu-mem to check the fit)'}",
         "",
         f"tokens per outer step (upper bounds: every sample at its limit; teacher valid rate {plan.valid_rate:.0%}"
