@@ -1,5 +1,5 @@
-"""The first thing to run on a GPU machine: the real-model path at the real shapes, offline (grown from
-benchmarks/plan_vs_torch.py; issue 10).
+"""The first thing to run on a GPU machine: the real-model path at the real shapes, offline (it replaced
+benchmarks/plan_vs_torch.py).
 
     python benchmarks/gpu_check.py [--settings math-24gb,math-t4] [--out gpu_check.json] [--smoke]
 

@@ -204,11 +204,15 @@ class LoraHandover:
         have = self.loaded.get(name)
         if have is None or have[0] != version:
             self.forget(name)
-            req = self.new_request(name, Path(self.scratch) / f"{name}-{self.next_id + 1}")
-            # in the compute dtype (bf16/fp16 on a card): half the bytes of peft's float32 adapters
-            self.trainer.save_adapter(name, req.lora_path, dtype=getattr(self.trainer, "dtype", None))
-            have = self.loaded[name] = (version, req)
+            have = self.loaded[name] = (version, self.fresh_request(name))
         return have[1]
+
+    def fresh_request(self, name: str):
+        """A LoRARequest for `name`'s weights as they are now, under a new id: written to the scratch folder."""
+        req = self.new_request(name, Path(self.scratch) / f"{name}-{self.next_id + 1}")
+        # in the compute dtype (bf16/fp16 on a card): half the bytes of peft's float32 adapters
+        self.trainer.save_adapter(name, req.lora_path, dtype=getattr(self.trainer, "dtype", None))
+        return req
 
     def forget(self, name: str) -> None:
         """Drop vLLM's copy of `name` (its weights are stale or gone) and the files it was loaded from."""

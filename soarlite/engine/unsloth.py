@@ -150,26 +150,19 @@ class UnslothSampler(LoraHandover):
                 self._configs[name] = json.loads((Path(d) / "adapter_config.json").read_text())
         return self._configs[name]
 
-    def request(self, name: str):
+    def fresh_request(self, name: str):
+        """In memory where unsloth's LoRARequest takes tensors (no files, no /dev/shm), else through files."""
         if not self.in_memory:
-            return super().request(name)
+            return super().fresh_request(name)
         from peft import get_peft_model_state_dict
 
-        version = self.trainer.versions.get(name)
-        if version is None:
-            raise KeyError(f"no adapter {name!r}")
-        have = self.loaded.get(name)
-        if have is None or have[0] != version:
-            self.forget(name)
-            self.next_id += 1
-            state = get_peft_model_state_dict(self.engine.model, adapter_name=name)
-            tensors = {k: v.detach().to(self.engine.dtype).clone() for k, v in state.items()}
-            req = self._lora_request_cls()(
-                lora_name=f"{name}@{self.next_id}", lora_int_id=self.next_id, lora_tensors=tensors,
-                lora_config=dict(self._lora_config(name)),  # a fresh dict: unsloth writes a key into it
-            )
-            have = self.loaded[name] = (version, req)
-        return have[1]
+        self.next_id += 1
+        state = get_peft_model_state_dict(self.engine.model, adapter_name=name)
+        tensors = {k: v.detach().to(self.engine.dtype).clone() for k, v in state.items()}
+        return self._lora_request_cls()(
+            lora_name=f"{name}@{self.next_id}", lora_int_id=self.next_id, lora_tensors=tensors,
+            lora_config=dict(self._lora_config(name)),  # a fresh dict: unsloth writes a key into it
+        )
 
     def release(self) -> None:
         """Standby: free vLLM's KV cache while adapters train. unsloth's generate wakes it again."""

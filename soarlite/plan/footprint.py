@@ -240,7 +240,7 @@ def memory(cfg: Config, shape: Shape, card: Card | None, mode: str, dtype: str) 
     if mode == "vllm":
         notes.append("two copies of the base (transformers trainer + vLLM; vLLM's sleeps to CPU RAM while adapters "
                      "train); with unsloth installed, engine auto shares one")
-    parts = {  # bytes, by what they are (benchmarks/plan_vs_torch.py compares these with torch)
+    parts = {  # bytes, by what they are (benchmarks/gpu_check.py compares these with torch)
         "base": w if trainer_weights else 0.0, "adapters": adapters * lora * 4, "adamw": with_opt * lora * opt_bytes,
         "student_train": student_peak, "teacher_train": teacher_peak, "sample": sample_sum, "vllm": vllm_reserved,
     }
