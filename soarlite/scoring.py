@@ -39,3 +39,27 @@ def sampled_counts(engine, grader, cfg, world, adapter: str | None, problems: Se
     """How many of `samples` answers per problem at the student temperature are right, one count per problem."""
     params = SamplingParams(cfg.inner.temperature, cfg.inner.max_new_tokens)
     return correct_counts(engine, grader, world, [adapter], problems, samples, params, seed)[0]
+
+
+def question_profile(task, grader, pairs) -> dict | None:
+    """What the teacher asked this step, where the task can say: how many of its questions fall at each value of the
+    task's difficulty measure, and the share of its answers that are right (graded against the task's own answer to
+    the question, in the grader's workers). None when the task has no difficulty measure (`math`)."""
+    difficulty = getattr(task, "difficulty", None)
+    if difficulty is None:
+        return None
+    levels = [difficulty(qa.question) for qa in pairs]
+    histogram: dict[str, int] = {}
+    for d in levels:
+        key = "other" if d is None else str(d)
+        histogram[key] = histogram.get(key, 0) + 1
+    profile = {"difficulty": dict(sorted(histogram.items(), key=lambda kv: (kv[0] == "other", len(kv[0]), kv[0]))),
+               "answers_right": None}
+    solve = getattr(task, "reference_answer", None)
+    if solve is not None:
+        truths = [(qa, solve(qa.question)) for qa in pairs]
+        known = [(qa, t) for qa, t in truths if t is not None]
+        if known:
+            right = grader.correct([(f"\\boxed{{{qa.answer}}}", t) for qa, t in known])
+            profile["answers_right"] = sum(right) / len(known)
+    return profile

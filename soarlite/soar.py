@@ -39,7 +39,7 @@ from soarlite.config import Config
 from soarlite.data import Problem
 from soarlite.engine import Completion, OptimizerSpec, SamplingParams
 from soarlite.names import STUDENT, TEACHER, seed_for
-from soarlite.scoring import greedy_accuracy
+from soarlite.scoring import greedy_accuracy, question_profile
 from soarlite.tasks import QA, World
 
 __all__ = ["STUDENT", "TEACHER", "State", "Student", "TeacherStalled", "World", "accuracy", "run", "seed_for",
@@ -174,6 +174,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
         with clock(phase_s, "teacher_sample"):
             pairs, teacher_rollouts, valid_rate = sample_questions(engine, grader, cfg, world, seed)
         datasets = [pairs[k * o.n : (k + 1) * o.n] for k in range(o.g)]
+        asked = question_profile(world.task, grader, pairs)  # what the teacher asks, where the task can measure it
 
         # 4 (first half). Q_R: M problems from the hard training set, fresh each step
         rng = random.Random(seed)
@@ -243,6 +244,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
         row = {
             "step": t,
             "teacher_valid_rate": valid_rate,
+            "teacher_questions": asked,
             "rewards": rewards,
             "teacher_rewards": t_rewards,
             "reward_mean": reward_mean,

@@ -99,3 +99,24 @@ def test_a_task_of_ones_own_runs_the_loop(tmp_path_factory, tmp_path):
     (row,) = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert row["teacher_valid_rate"] > 0 and len(row["rewards"]) == 2
     assert (run / "adapters" / "teacher" / "adapter_model.safetensors").is_file()
+
+
+def test_question_profile_counts_what_the_teacher_asks():
+    """The per-step histogram by the task's difficulty measure, and the share of right answers (exact values)."""
+    from soarlite.scoring import question_profile
+
+    class Levels:  # difficulty = number of '+' signs; its own answer = the sum
+        def difficulty(self, q):
+            return q.count("+") if q[0].isdigit() else None
+
+        def reference_answer(self, q):
+            return str(sum(map(int, q.split("+")))) if q[0].isdigit() else None
+
+    class Grader:  # what the workers would say for these plain integers
+        def correct(self, pairs):
+            return [c == rf"\boxed{{{r}}}" for c, r in pairs]
+
+    pairs = [tasks.QA("1+1", "2"), tasks.QA("1+2+3", "6"), tasks.QA("2+2", "5"), tasks.QA("hello", "1")]
+    assert question_profile(Levels(), Grader(), pairs) == {"difficulty": {"1": 2, "2": 1, "other": 1},
+                                                            "answers_right": 2 / 3}
+    assert question_profile(tasks.load_task("math"), Grader(), pairs) is None  # math has no difficulty measure

@@ -97,6 +97,13 @@ class Task(Protocol):
         (may be empty)."""
         ...
 
+    # Optional (the loop and the grader look for them with getattr):
+    #   difficulty(question) -> int | None        the task's difficulty measure of a question: the loop records a
+    #                                             per-step histogram of what the teacher asks (metrics.jsonl,
+    #                                             teacher_questions), which `soarlite report` plots
+    #   reference_answer(question) -> str | None  the task's own answer to a question, where it can compute one: the
+    #                                             share of the teacher's answers that are right
+
 
 @dataclass
 class World:

@@ -63,8 +63,16 @@ class ToyTask(MathTask):
         """The world's difficulty measure of a question (None when it is not in the world's grammar)."""
         from soarlite import toy
 
-        measure = getattr(toy, "difficulty", None)
+        measure = getattr(toy, "difficulty", None)  # worlds before version 3 had none
         return measure(question) if measure else None
+
+    def reference_answer(self, question: str) -> str | None:
+        """The world's own answer to a question in its grammar (None otherwise): how often the teacher is right."""
+        from soarlite import toy
+
+        parse = getattr(toy, "parse_question", None)
+        problem = parse(question) if parse else None
+        return None if problem is None else str(problem.answer)
 
 
 ZERO_ALLOWED = {"task_options.seed", "task_options.level_probe"}  # whole-number settings for which 0 means something
