@@ -54,7 +54,7 @@ def train_hard_only(engine, grader, cfg: Config, world, steps: int, report) -> s
 
 EVAL_SEED = 12345  # the same samples stream for every adapter, so differences are the adapters'
 BOOTSTRAP = {"resamples": 2000, "seed": 0, "level": 0.95}
-STUDENTS = {"untrained": "untrained student", "soar": "SOAR's final (promoted) student", "hard_only": "Hard-Only student"}
+STUDENTS = {"untrained": "untrained student", "soar": "SOAR's final student", "hard_only": "Hard-Only student"}
 STEP_NUMBERING = "0-based in files (metrics.jsonl step, promotion_steps); the screen and tables show step + 1"
 
 
@@ -173,36 +173,36 @@ def summary_rows(summary: dict, process_s: float | None = None) -> list[tuple[st
     rows: list[tuple[str, str, str, str]] = []
     first, last = summary.get("teacher_valid_rate_first"), summary.get("teacher_valid_rate_last")
     if first is not None:
-        rows.append(("teacher valid-output rate, first / last step", f"{first:.2f} / {last:.2f}", "", ""))
+        rows.append(("teacher valid outputs, first / last step", f"{first:.2f} / {last:.2f}", "", ""))
     steps = summary.get("promotion_steps") or []
     where = f" (outer steps {', '.join(str(t + 1) for t in steps)})" if steps else ""
     rows.append(("promotions", f"{summary.get('promotions', 0)}{where}", f"of {summary.get('outer_steps', 0)} steps", ""))
     block = summary.get("pass_at_k")
     if block:
         n, m = block["samples"], block["problems"]
-        hard_only = f", same budget ({summary.get('hard_only_steps')} RLOO steps on the hard train split)"
+        hard_only = f" ({summary.get('hard_only_steps')} RLOO steps, SOAR's budget)"
         for k in block["ks"]:
             for who, entry in block["students"].items():
-                what = f"pass@{k} on the hard test split, {entry['label']}"
+                what = f"pass@{k} on hard test, {entry['label']}"
                 if who == "hard_only":
                     what += hard_only
                 if k == 1:
                     of = f"{entry['correct']} of {m * n} ({m} problems x {n} samples)"
                 else:
-                    of = f"{entry['solved']} of {m} problems solved at least once in {n}"
+                    of = f"{entry['solved']} of {m} problems solved in {n} tries"
                 rows.append((what, _p(entry["pass_at_k"][str(k)]), of, _interval(entry["interval"][str(k)])))
             diff = block["soar_minus_hard_only"].get(str(k))
             if diff:
-                rows.append((f"pass@{k}: SOAR - Hard-Only (paired over problems)", _signed(diff["difference"]), "",
+                rows.append((f"pass@{k}: SOAR - Hard-Only (paired)", _signed(diff["difference"]), "",
                              _interval(diff["interval"], signed=True)))
     elif summary.get("final_hard_acc") is not None:  # a summary from before pass_at_k
         for key, what in (("baseline_hard_acc", "untrained student"), ("final_hard_acc", "SOAR's final student"),
                           ("hard_only_acc", "Hard-Only student")):
             if summary.get(key) is not None:
                 rows.append((f"pass@1 on the hard test split, {what}", _p(summary[key]), "", ""))
-    rows.append(("time in the outer steps (all sessions)", _secs(summary.get("wall_s")), "", ""))
+    rows.append(("time in outer steps (all sessions)", _secs(summary.get("wall_s")), "", ""))
     if process_s is not None:
-        rows.append(("time of this process (with world build, model load, summary)", _secs(process_s), "", ""))
+        rows.append(("time of this process (all phases)", _secs(process_s), "", ""))
     return rows
 
 
