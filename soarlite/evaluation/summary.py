@@ -148,8 +148,8 @@ def summarise(cfg: Config, world, engine, grader, run_dir, state, report) -> dic
 
 # ------------------------------------------------------------------------------------------------ the table
 def _p(x: float) -> str:
-    """A probability with its digits: 0.0039, 0.25, 1."""
-    return "0" if x == 0 else (f"{x:.4f}" if abs(x) < 0.1 else f"{x:.3f}")
+    """A probability with four decimals (0.0039, 0.1875), next to its count; exactly 0 as 0."""
+    return "0" if x == 0 else f"{x:.4f}"
 
 
 def _signed(x: float) -> str:
