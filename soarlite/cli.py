@@ -160,10 +160,11 @@ def validate(
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
 ) -> None:
     """Check a recipe (and overrides) against the schema and its task without loading anything."""
-    from soarlite.session import check_paths, load_config
+    from soarlite.session import check_model_reachable, check_paths, load_config
 
     cfg = load_config(recipe, overrides or [], None)
     check_paths(cfg)  # the same checks `run` makes before it writes anything: data rows, the model folder
+    check_model_reachable(cfg)
     typer.echo(f"{recipe}: valid ({cfg.name})")
 
 

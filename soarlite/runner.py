@@ -20,7 +20,8 @@ from soarlite.evaluation import summary as summaries
 from soarlite.evaluation.baselines import baseline_command
 from soarlite.guard import BudgetReached, Interrupted, RunFailed, RunFinished, StepGuard, signals_raise
 from soarlite.progress import Reporter
-from soarlite.session import check_paths, load_config, make_grader, resolve_run, resume_changes
+from soarlite.progress import fmt_s as progress_fmt
+from soarlite.session import check_model_reachable, check_paths, load_config, make_grader, resolve_run, resume_changes
 
 
 def refuse_if_too_big(cfg: Config) -> None:
@@ -75,6 +76,7 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
         hardware.require_cuda(cfg)  # a GPU recipe never falls back to a CPU silently
     except hardware.NoCuda as e:
         raise RecipeError(str(e)) from None
+    check_model_reachable(cfg)  # a Hub model that cannot be loaded: one line now, not minutes of retries
     # Every check that needs no lock has passed: only now is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
     with lock.hold(run_dir):  # one process per run folder
@@ -156,7 +158,7 @@ def _run_locked(cfg: Config, run_dir: Path, quiet: bool, max_hours: float | None
             export.finish_adapters(run_dir, world.model_dir, summary)
     # the table last, below the closed panel: it is what stays on the screen
     print("\n" + summaries.summary_table(summary, time.time() - t0), flush=True)
-    print(f"\ndone: {run_dir} (summary.json, adapters/student, adapters/teacher; `soarlite report {run_dir}` "
+    print(f"\ndone in {progress_fmt(time.time() - t0)}: {run_dir} (summary.json, adapters/student, adapters/teacher; `soarlite report {run_dir}` "
           f"plots it, `soarlite generate --run {run_dir} \"QUESTION\"` tries the student)", flush=True)
     return run_dir
 

@@ -96,9 +96,7 @@ def check_model(cfg: Config) -> None:
     base = cfg.model.base
     local = base.startswith(("/", ".", "~")) or base.count("/") > 1 or Path(base).exists()
     if not local:
-        if cfg.task != "toy":  # the toy world brings its own model
-            check_reachable(base)
-        return  # a Hub id: the engine downloads it
+        return  # a Hub id: the engine downloads it (check_model_reachable says whether it can)
     path = Path(base).expanduser()
     if not path.is_dir():
         raise RecipeError(f"model.base: {base} is not a folder; give a local model folder (with config.json) or "
@@ -135,6 +133,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_model_reachable(cfg: Config) -> None:
+    """model.base, when it is a Hub id (and the task uses it: the toy world brings its own model), can be loaded."""
+    base = cfg.model.base
+    if cfg.task == "toy" or Path(base).expanduser().exists() or base.startswith(("/", ".", "~")):
+        return
+    check_reachable(base)
 
 
 def check_reachable(base: str) -> None:
