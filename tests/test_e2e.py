@@ -59,7 +59,7 @@ def test_tiny_run_is_complete_and_changes_the_teacher(cache, tmp_path):
     run = tmp_path / "run"
     r = soarlite(cache, "run", "--recipe", "tiny", "--out", str(run), "--quiet", "outer.steps=2", "eval.hard_only=true",
                  *WORLD, *FAST)
-    assert "promotions" in r.stdout and "hard_only_acc" in r.stdout
+    assert "promotions" in r.stdout and "Hard-Only student" in r.stdout and "k of N" in r.stdout
     names = {p.name for p in run.iterdir()}
     assert {"config.yaml", "state.json", "metrics.jsonl", "pq.jsonl", "adapters", "summary.json"} <= names
     assert not {".next", ".trash"} & names

@@ -55,7 +55,7 @@ def test_every_soarlite_command_exists(path):
     assert any("--resume" in c for c in calls) and any("--max-hours" in c for c in calls)
     for call in calls:
         name, args = call[0], call[1:]
-        if name == "--help":
+        if name in ("--help", "--version"):
             continue
         assert name in commands, f"{path.name}: `soarlite {name}` is not a command ({', '.join(commands)})"
         opts = {o for p in commands[name].params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}

@@ -66,7 +66,7 @@ def test_report_of_a_finished_run(tmp_path_factory, tmp_path):
     for name in ("reward.png", "valid_rate.png", "memory.png", "pass_at_k.png"):
         assert png_size(out / name) == want, name
     md = (out / "report.md").read_text()
-    assert "| run | tiny | 2 | 2 (steps 0, 1) |" in md
+    assert "| run | tiny | 2 | 2 (steps 1, 2) |" in md
     n_test = len((world_dir(cache) / "hard_test.jsonl").read_text().splitlines())  # as measured by this machine's build
     assert f"| base | {n_test} x 2 |" in md and f"| PS | {n_test} x 2 |" in md
     assert "![reward](reward.png)" in md and "![pass_at_k](pass_at_k.png)" in md

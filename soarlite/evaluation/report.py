@@ -4,9 +4,13 @@ Reads only what runs write (config.yaml, metrics.jsonl, state.json, summary.json
 finished run, a running one, or a copy; needs matplotlib (`pip install 'soarlite[report]'`).
 
     reward.png        mean reward per outer step, the moving average promotion watches, tau, promotions marked
-    valid_rate.png    the teacher's valid-output rate per outer step
-    memory.png        peak memory per outer step (GPU allocated, or the process's resident set on a CPU)
+    valid_rate.png    the teacher's valid-output rate per outer step (y axis 0..1)
+    memory.png        peak memory per outer step (GPU allocated, or the process's resident set (RAM) on a CPU)
+    headline.png      pass@k of the untrained, SOAR's final and the Hard-Only student, with 95% intervals
     pass_at_k.png     pass@k curves of every evaluated method (soarlite eval / baseline) side by side
+
+Without matplotlib it still writes report.md (the tables), saying that the plots need the `report` extra. Outer
+steps are shown 1-based, as on the screen (metrics.jsonl counts from 0).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import yaml
 
 from soarlite import checkpoint
 from soarlite.evaluation.passk import read_results
+from soarlite.evaluation.summary import summary_markdown
+from soarlite.extras import MissingExtra
 
 FIGSIZE, DPI = (8.0, 4.5), 100  # 800 x 450 pixels
 
@@ -74,13 +80,13 @@ def plot_rewards(runs: list[Run], path: Path) -> None:
     fig, ax = plt.subplots(figsize=FIGSIZE)
     for i, r in enumerate(runs):
         color = f"C{i % 10}"
-        steps = [m["step"] for m in r.metrics]
+        steps = [m["step"] + 1 for m in r.metrics]
         ax.plot(steps, [m["reward_mean"] for m in r.metrics], "o-", color=color, alpha=0.35, ms=3,
                 label=f"{r.name}: mean reward")
         ax.plot(steps, [m["moving_avg"] if m.get("moving_avg") is not None else float("nan") for m in r.metrics],
                 "-", color=color, lw=2, label=f"{r.name}: moving average")
         for j, t in enumerate(r.promotions):
-            ax.axvline(t, color=color, ls=":", lw=1.2, label=f"{r.name}: promotion" if j == 0 else None)
+            ax.axvline(t + 1, color=color, ls=":", lw=1.2, label=f"{r.name}: promotion" if j == 0 else None)
         tau = (r.config.get("outer") or {}).get("tau")
         if tau is not None:
             ax.axhline(tau, color=color, ls="--", lw=0.8, alpha=0.6, label=f"{r.name}: tau")
@@ -98,14 +104,52 @@ def _finish(plt, fig, ax, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_series(runs: list[Run], key: str, ylabel: str, title: str, path: Path) -> None:
+def plot_series(runs: list[Run], key: str, ylabel: str, title: str, path: Path, ylim=None) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=FIGSIZE)
     for i, r in enumerate(runs):
         values = [float("nan") if m.get(key) is None else m[key] for m in r.metrics]  # older rows may lack a key
-        ax.plot([m["step"] for m in r.metrics], values, "o-", ms=3, color=f"C{i % 10}", label=r.name)
+        ax.plot([m["step"] + 1 for m in r.metrics], values, "o-", ms=3, color=f"C{i % 10}", label=r.name)
     ax.set(xlabel="outer step", ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)  # a fixed scale: a 1% change must not look like a cliff
     _finish(plt, fig, ax, path)
+
+
+def memory_kind(run: Run) -> str:
+    """GPU (allocated) on a CUDA run, else the process's resident RAM (what soar.peak_memory_mb measures)."""
+    return "GPU" if run.config.get("device") == "cuda" else "RAM"
+
+
+def plot_headline(runs: list[Run], path: Path) -> None:
+    """pass@k of the untrained, SOAR's final and the Hard-Only student (summary.json), with 95% intervals."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    n = 0
+    for r in runs:
+        block = (r.summary or {}).get("pass_at_k")
+        if not block:
+            continue
+        ks = block["ks"]
+        for e in block["students"].values():
+            ys = [e["pass_at_k"][str(k)] for k in ks]
+            lo = [y - e["interval"][str(k)][0] for y, k in zip(ys, ks)]
+            hi = [e["interval"][str(k)][1] - y for y, k in zip(ys, ks)]
+            label = e["label"] if len(runs) == 1 else f"{r.name}: {e['label']}"
+            ax.errorbar([k * (1 + 0.04 * (n % 3 - 1)) for k in ks], ys, yerr=[lo, hi], fmt="o-", capsize=4,
+                        color=f"C{n % 10}", label=label)
+            n += 1
+    ax.set_xscale("log", base=2)
+    ks = sorted({k for r in runs for k in ((r.summary or {}).get("pass_at_k") or {}).get("ks", [])})
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_ylim(0, 1)
+    ax.set(xlabel="k", ylabel="pass@k (95% bootstrap interval)",
+           title="Hard test split: untrained vs SOAR vs Hard-Only")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
 
 
 def plot_pass_at_k(runs: list[Run], path: Path) -> None:
@@ -144,8 +188,15 @@ def _f(x, digits=3) -> str:
     return "-" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
 
 
-def markdown(runs: list[Run], images: list[str]) -> str:
+def markdown(runs: list[Run], images: list[str], note: str | None = None) -> str:
     lines = ["# soarlite report", ""]
+    for r in runs:  # the headline first: SOAR against the untrained and the Hard-Only student
+        if r.summary:
+            title = "## The result" if len(runs) == 1 else f"## The result of {r.name}"
+            lines += [title, "", summary_markdown(r.summary), ""]
+    lines += ["Outer steps count from 1 here and on the screen; metrics.jsonl's `step` counts from 0.", ""]
+    if note:
+        lines += [note, ""]
     lines += ["| run | recipe | outer steps | promotions | teacher valid (first / last) | reward mean (last) | "
               "peak memory MB | wall s |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -153,8 +204,8 @@ def markdown(runs: list[Run], images: list[str]) -> str:
         valid = f"{_f(m[0]['teacher_valid_rate'], 2)} / {_f(m[-1]['teacher_valid_rate'], 2)}" if m else "-"
         lines.append(
             f"| {r.name} | {r.config.get('name', '-')} | {len(m)} | {len(r.promotions)}"
-            f"{' (steps ' + ', '.join(map(str, r.promotions)) + ')' if r.promotions else ''} | {valid} | "
-            f"{_f(m[-1]['reward_mean'] if m else None)} | {_f(max((x.get('peak_mem_mb') or 0 for x in m), default=None), 0)} | "
+            f"{' (steps ' + ', '.join(str(t + 1) for t in r.promotions) + ')' if r.promotions else ''} | {valid} | "
+            f"{_f(m[-1]['reward_mean'] if m else None)} | {_f(max((x.get('peak_mem_mb') or 0 for x in m), default=None), 0)} {memory_kind(r)} | "
             f"{_f(sum(x.get('wall_s') or 0 for x in m) if m else None, 0)} |")
     evals = [(r, e) for r in runs for e in r.evals]
     if evals:
@@ -175,7 +226,7 @@ def markdown(runs: list[Run], images: list[str]) -> str:
                 lines.append(f"| {_method(r, runs, e)} | {d['items']} | {d['vendi']:.2f} | {d['embedder']} |")
     for r in runs:
         if r.summary:
-            lines += ["", f"## Summary of {r.name}", "", "```", json.dumps(r.summary, indent=1), "```"]
+            lines += ["", f"## summary.json of {r.name}", "", "```", json.dumps(r.summary, indent=1), "```"]
     lines += [""] + [f"![{Path(i).stem}]({i})" for i in images]
     return "\n".join(lines) + "\n"
 
@@ -188,15 +239,27 @@ def build(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
     out = Path(out) if out else (runs[0].path / "report" if len(runs) == 1 else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
     stepped = [r for r in runs if r.metrics]
-    images = []
-    if stepped:
-        plot_rewards(stepped, out / "reward.png")
-        plot_series(stepped, "teacher_valid_rate", "valid outputs / samples", "Teacher valid-output rate",
-                    out / "valid_rate.png")
-        plot_series(stepped, "peak_mem_mb", "MB", "Peak memory", out / "memory.png")
-        images += ["reward.png", "valid_rate.png", "memory.png"]
-    if any(r.evals for r in runs):
-        plot_pass_at_k(runs, out / "pass_at_k.png")
-        images.append("pass_at_k.png")
-    checkpoint.write_text_atomic(out / "report.md", markdown(runs, images))
+    images: list[str] = []
+    note = None
+    try:
+        _plt()
+    except MissingExtra:
+        note = "No plots: they need matplotlib (`pip install 'soarlite[report]'`), then run `soarlite report` again."
+    else:
+        if any((r.summary or {}).get("pass_at_k") for r in runs):
+            plot_headline(runs, out / "headline.png")
+            images.append("headline.png")
+        if stepped:
+            plot_rewards(stepped, out / "reward.png")
+            plot_series(stepped, "teacher_valid_rate", "valid outputs / samples", "Teacher valid-output rate",
+                        out / "valid_rate.png", ylim=(0, 1.02))
+            kinds = sorted({memory_kind(r) for r in stepped})
+            what = {"GPU": "GPU memory allocated", "RAM": "process RAM (resident set)"}
+            plot_series(stepped, "peak_mem_mb", "MB", "Peak " + " / ".join(what[k] for k in kinds) + " per outer step",
+                        out / "memory.png", ylim=(0, None))
+            images += ["reward.png", "valid_rate.png", "memory.png"]
+        if any(r.evals for r in runs):
+            plot_pass_at_k(runs, out / "pass_at_k.png")
+            images.append("pass_at_k.png")
+    checkpoint.write_text_atomic(out / "report.md", markdown(runs, images, note))
     return out
