@@ -82,3 +82,24 @@ def test_report_of_a_finished_run(tmp_path_factory, tmp_path):
 
     r = invoke(cache, "report", str(tmp_path / "nothing"), check=False)
     assert r.exit_code == 2 and "not a run folder" in r.stderr
+
+
+def test_the_teacher_questions_plot(tmp_path):
+    """questions.png: the share of the teacher's questions by difficulty over outer steps, from metrics.jsonl."""
+    pytest.importorskip("matplotlib")
+    import json
+
+    from soarlite.evaluation.report import build, load_run, question_levels
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: tiny\n")
+    rows = [{"step": t, "teacher_valid_rate": 1.0, "reward_mean": 0.0, "moving_avg": None, "promoted": False,
+             "peak_mem_mb": 1.0, "wall_s": 1.0, "rewards": [0.0, 0.0],
+             "teacher_questions": {"difficulty": {"1": t, "10": 8 - t, "other": 1},
+                                   "answers_right": 0.5 if t else None}} for t in range(3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert question_levels(load_run(run)) == ["1", "10", "other"]  # numeric order, the unmeasurable last
+    out = build([run])
+    assert png_size(out / "questions.png") == (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
+    assert "![questions](questions.png)" in (out / "report.md").read_text()

@@ -8,6 +8,8 @@ finished run, a running one, or a copy; needs matplotlib (`pip install 'soarlite
     memory.png        peak memory per outer step (GPU allocated, or the process's resident set (RAM) on a CPU)
     headline.png      pass@k of the untrained, SOAR's final and the Hard-Only student, with 95% intervals
     pass_at_k.png     pass@k curves of every evaluated method (soarlite eval / baseline) side by side
+    questions.png     what the teacher asks, step by step: the share of its questions at each value of the task's
+                      difficulty measure (stacked), and the share of its answers that are right (where the task says)
 
 Without matplotlib it still writes report.md (the tables), saying that the plots need the `report` extra. Outer
 steps are shown 1-based, as on the screen (metrics.jsonl counts from 0).
@@ -152,6 +154,43 @@ def plot_headline(runs: list[Run], path: Path) -> None:
     plt.close(fig)
 
 
+def question_levels(run: Run) -> list[str]:
+    """The difficulty values the teacher's questions took in a run (metrics teacher_questions), in order."""
+    seen = {k for m in run.metrics for k in ((m.get("teacher_questions") or {}).get("difficulty") or {})}
+    return sorted(seen, key=lambda k: (k == "other", int(k) if k.lstrip("-").isdigit() else 0, k))
+
+
+def plot_questions(run: Run, path: Path) -> None:
+    """The picture of the method working: over outer steps, the share of the teacher's questions at each difficulty
+    (stacked bars), and the share of its answers that are right (a line), from metrics.jsonl's teacher_questions."""
+    plt = _plt()
+    rows = [m for m in run.metrics if m.get("teacher_questions")]
+    levels = question_levels(run)
+    steps = [m["step"] + 1 for m in rows]
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    bottom = [0.0] * len(rows)
+    cmap = plt.get_cmap("viridis")
+    for i, level in enumerate(levels):
+        shares = []
+        for m in rows:
+            hist = m["teacher_questions"]["difficulty"]
+            shares.append(hist.get(level, 0) / max(1, sum(hist.values())))
+        color = "0.7" if level == "other" else cmap(i / max(1, len(levels) - 1))
+        ax.bar(steps, shares, bottom=bottom, color=color, width=0.8, label=f"difficulty {level}")
+        bottom = [b + v for b, v in zip(bottom, shares)]
+    right = [(m["step"] + 1, m["teacher_questions"].get("answers_right")) for m in rows]
+    right = [(t, v) for t, v in right if v is not None]
+    if right:
+        ax.plot([t for t, _ in right], [v for _, v in right], "k.-", label="answers right (share)")
+    ax.set_ylim(0, 1.02)
+    ax.set(xlabel="outer step", ylabel="share of the teacher's questions", title=f"What the teacher asks: {run.name}")
+    _integer_steps(ax)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 def plot_pass_at_k(runs: list[Run], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -258,6 +297,11 @@ def build(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
             plot_series(stepped, "peak_mem_mb", "MB", "Peak " + " / ".join(what[k] for k in kinds) + " per outer step",
                         out / "memory.png", ylim=(0, None))
             images += ["reward.png", "valid_rate.png", "memory.png"]
+            for r in stepped:
+                if any(m.get("teacher_questions") for m in r.metrics):
+                    name = "questions.png" if len(stepped) == 1 else f"questions-{r.name}.png"
+                    plot_questions(r, out / name)
+                    images.append(name)
         if any(r.evals for r in runs):
             plot_pass_at_k(runs, out / "pass_at_k.png")
             images.append("pass_at_k.png")
