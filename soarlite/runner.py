@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from soarlite import checkpoint, hardware, lock, plan, preflight, soar, tasks, tracking
+from soarlite import checkpoint, executor, hardware, lock, plan, preflight, soar, tasks, tracking
 from soarlite.config import Config, RecipeError, to_dict
 from soarlite.engine import make_engine
 from soarlite.evaluation import summary as summaries
@@ -104,7 +104,11 @@ def _run_locked(cfg: Config, run_dir: Path, quiet: bool, max_hours: float | None
                 if cfg.preflight and soar.load_state(run_dir).step == 0:
                     report.phase("pre-flight check")
                     report.line(preflight.require_line(cfg, preflight.check(cfg, world, engine, grader, report)))
-                state = soar.run(cfg, world, engine, grader, run_dir, report)
+                workers = executor.make_executor(cfg, world, engine, grader, report, run_dir)  # local, or Ray workers
+                try:
+                    state = soar.run(cfg, world, engine, grader, run_dir, report, workers)
+                finally:
+                    workers.close()
             except BudgetReached as stop:
                 report.line(f"{stop}; every finished step is checkpointed in {run_dir}. Continue with:\n"
                             f"  soarlite run --resume {run_dir} --max-hours {max_hours:g}")
