@@ -29,7 +29,7 @@ from soarlite.inner import Student, clock, run_wave
 from soarlite.names import STUDENT
 from soarlite.tasks import World
 
-__all__ = ["LocalExecutor", "RayExecutor", "StepResult", "Wave", "WorkersLost", "make_executor"]
+__all__ = ["LocalExecutor", "RayExecutor", "StepResult", "Wave", "WorkersLost", "make_executor", "placement"]
 
 
 class WorkersLost(RunFailed):
@@ -116,16 +116,9 @@ class RayExecutor:
         rc = cfg.ray
         self.cuda = _wants_cuda(cfg)
         have = ray.cluster_resources()
-        if rc.workers:
-            n = rc.workers
-        elif self.cuda:
-            n = max(1, int(have.get("GPU", 0) // rc.gpus_per_worker))
-        else:
-            n = max(1, int(have.get("CPU", 1) // rc.cpus_per_worker))
-        self.workers = n
-        self.bundle = {"CPU": float(rc.cpus_per_worker), **({"GPU": float(rc.gpus_per_worker)} if self.cuda else {})}
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        self.strategy = "PACK" if nodes <= 1 else "SPREAD"
+        n, self.bundle, self.strategy = placement(cfg, self.cuda, have, nodes)
+        self.workers = n
         self.pg = placement_group([dict(self.bundle) for _ in range(n)], strategy=self.strategy)
         ready, _ = ray.wait([self.pg.ready()], timeout=rc.start_timeout_s)
         if not ready:
@@ -226,6 +219,20 @@ class RayExecutor:
         ray.util.remove_placement_group(self.pg)
         if self.started:
             ray.shutdown()
+
+
+def placement(cfg: Config, cuda: bool, have: dict[str, float], nodes: int) -> tuple[int, dict[str, float], str]:
+    """(workers, one worker's bundle, strategy) on a cluster with the resources `have` over `nodes` alive nodes:
+    `ray.workers`, or as many as the GPUs (CPUs on a CPU run) allow; PACK on one node, SPREAD across several."""
+    rc = cfg.ray
+    if rc.workers:
+        n = rc.workers
+    elif cuda:
+        n = max(1, int(have.get("GPU", 0) // rc.gpus_per_worker))
+    else:
+        n = max(1, int(have.get("CPU", 1) // rc.cpus_per_worker))
+    bundle = {"CPU": float(rc.cpus_per_worker), **({"GPU": float(rc.gpus_per_worker)} if cuda else {})}
+    return n, bundle, "PACK" if nodes <= 1 else "SPREAD"
 
 
 def _wants_cuda(cfg: Config) -> bool:
