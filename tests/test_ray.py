@@ -182,3 +182,4 @@ def test_placement_one_worker_per_fake_gpu(ray_cluster):
                    for i in range(n)])
     remove_placement_group(pg)
     assert sorted(i for got in ids for i in got) == [0, 1]
+
