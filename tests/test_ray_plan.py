@@ -22,4 +22,3 @@ def test_plan_time_per_step_for_n_workers():
     for p in phases:
         assert two[p] < 0.6 * one[p]
     assert times("executor=ray", "ray.workers=4") == many  # g = 4 datasets: at most 4 waves
-    assert two["teacher sampling"] == one["teacher sampling"]
