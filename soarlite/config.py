@@ -112,6 +112,18 @@ class EvalConfig:
 
 
 @dataclass
+class RayConfig:
+    """Student workers on Ray (`executor: ray`; docs/scale-out.md)."""
+
+    address: str = _f("", "Ray cluster to join: 'auto' (the cluster `ray start --head` made), host:6379 or ray://host:10001; empty = start a local one on this machine")
+    workers: int = _f(0, "student workers, one engine each; 0 = as many as the cluster holds (GPUs / gpus_per_worker on CUDA, CPUs / cpus_per_worker on a CPU). With inner.students_in_flight 0, a wave is r * ceil(g / workers) students")
+    gpus_per_worker: float = _f(1.0, "GPUs per worker on CUDA (a fraction shares a card)", gt=0.0)
+    cpus_per_worker: int = _f(1, "CPUs per worker (its torch threads and grader processes on a CPU run)", min=1)
+    retries: int = _f(2, "times a wave whose worker was lost is retrained (on a restarted worker) before the run stops", min=0)
+    start_timeout_s: float = _f(300.0, "how long to wait for the cluster to place every worker before the run stops", gt=0.0)
+
+
+@dataclass
 class Config:
     name: str = _f("soar", "run name: the run folder is runs/<name> unless --out says otherwise")
     task: str = _f("math", "the domain (soarlite.tasks): 'math', 'toy', an installed plug-in's name, or 'module:Class' / 'file.py:Class'")
@@ -133,6 +145,9 @@ class Config:
     preflight: bool = _f(True, "before step 0, check that one inner loop of a fresh student on the teacher's first questions raises its accuracy on them (stops naming inner.lr / inner.steps when it does not)")
     gpu_memory_utilization: float = _f(0.45, "vLLM's share of the card (gpu_memory_utilization); with unsloth's standby (the shared default on CUDA) unsloth picks its own larger share, since the KV cache is freed while training", gt=0.0, max=0.98)
     optimizer: Literal["adamw", "adamw8bit"] = _f("adamw", "optimiser of every adapter: adamw (torch, 8 bytes of state per parameter) or adamw8bit (bitsandbytes AdamW8bit, about 2 bytes per parameter)")
+    # issue 13: student trainings on Ray (soarlite/executor.py, soarlite/ray_workers.py)
+    executor: Literal["local", "ray"] = _f("local", "where the students of a step train: local = this process, wave after wave; ray = Ray workers, one engine each, waves in parallel (see ray.*)")
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from soarlite import checkpoint, export, hardware, lock, plan, preflight, soar, tasks, tracking
+from soarlite import checkpoint, executor, export, hardware, lock, plan, preflight, soar, tasks, tracking
 from soarlite.config import Config, RecipeError, to_dict
 from soarlite.engine import make_engine
 from soarlite.evaluation import summary as summaries
@@ -139,7 +139,11 @@ def _run_locked(cfg: Config, run_dir: Path, quiet: bool, max_hours: float | None
                 if cfg.preflight and soar.load_state(run_dir).step == 0:
                     screen.stage("pre-flight check: one inner loop must raise a fresh student's accuracy")
                     report.line(preflight.require_line(cfg, preflight.check(cfg, world, engine, grader, report)))
-                state = soar.run(cfg, world, engine, grader, run_dir, report)
+                workers = executor.make_executor(cfg, world, engine, grader, report, run_dir)  # local, or Ray workers
+                try:
+                    state = soar.run(cfg, world, engine, grader, run_dir, report, workers)
+                finally:
+                    workers.close()
             except BudgetReached as stop:
                 export.finish_adapters(run_dir, world.model_dir)
                 screen.close()

@@ -26,6 +26,7 @@ Where the paper is silent, this implementation chooses (each is a one-line chang
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 import resource
@@ -36,10 +37,11 @@ from pathlib import Path
 
 from soarlite import checkpoint, rloo, teacher_rewards
 from soarlite.config import Config
-from soarlite.data import Problem
 from soarlite.engine import Completion, OptimizerSpec, SamplingParams
+from soarlite.executor import LocalExecutor, Wave
+from soarlite.inner import Student, accuracy, train_students
 from soarlite.names import STUDENT, TEACHER, seed_for
-from soarlite.scoring import greedy_accuracy, question_profile
+from soarlite.scoring import question_profile
 from soarlite.tasks import QA, World
 
 __all__ = ["STUDENT", "TEACHER", "State", "Student", "TeacherStalled", "World", "accuracy", "run", "seed_for",
@@ -93,45 +95,7 @@ def sample_questions(engine, grader, cfg: Config, world: World, seed: int) -> tu
 
 
 # ------------------------------------------------------------------------------------------------ inner loop, step 3
-@dataclass
-class Student:
-    name: str
-    k: int  # the dataset it trains on
-    questions: list[QA]
-    order: list[int]  # its shuffle of the dataset
-
-
-def train_students(engine, grader, cfg: Config, world: World, students: list[Student], seed: int, report) -> None:
-    """RLOO on each student's synthetic dataset, all students in lockstep."""
-    i = cfg.inner
-    params = SamplingParams(i.temperature, i.max_new_tokens)
-    for step in range(i.steps):
-        report.inner(step, i.steps)
-        batches = []  # per student: the batch_size questions of this step, cycling through its shuffled dataset
-        for s in students:
-            batches.append([s.questions[s.order[(step * i.batch_size + j) % len(s.order)]] for j in range(i.batch_size)])
-        prompts, adapters, refs = [], [], []
-        for s, batch in zip(students, batches):
-            for qa in batch:
-                prompts += [world.student_prompt(qa.question)] * i.group_size
-                adapters += [s.name] * i.group_size
-                refs += [qa.answer] * i.group_size
-        rollouts = engine.generate(prompts, adapters, params, seed_for(seed, "inner", step))  # one call, every student
-        rewards = grader.rewards([(c.text, ref) for c, ref in zip(rollouts, refs)])
-        per_student = i.batch_size * i.group_size
-        for n, s in enumerate(students):
-            lo = n * per_student
-            advs = []
-            for q in range(i.batch_size):  # an RLOO group is the group_size rollouts of one question
-                g0 = lo + q * i.group_size
-                advs += rloo.advantages(rewards[g0 : g0 + i.group_size])
-            rloo.update(engine, s.name, rollouts[lo : lo + per_student], advs, i.kl_coef, i.micro_batch)
-    report.inner(i.steps, i.steps)
-
-
-def accuracy(engine, grader, cfg: Config, world: World, adapters: list[str], problems: list[Problem]) -> list[float]:
-    """Acc(adapter, Q_R): greedy accuracy of each adapter on `problems`, all in one engine call."""
-    return greedy_accuracy(engine, grader, world, adapters, problems, cfg.inner.max_new_tokens)
+# Student, train_students and accuracy are in soarlite.inner (re-exported here); soarlite.executor runs the waves.
 
 
 # ------------------------------------------------------------------------------------------------ promotion, step 6
@@ -149,8 +113,9 @@ def median_student(gains: list[float], upper: bool = True) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> State:
+def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, executor=None) -> State:
     o, i = cfg.outer, cfg.inner
+    executor = executor or LocalExecutor(cfg, world, engine, grader, report)  # where the waves train (executor.py)
     state = load_state(run_dir)
     teacher_opt = OptimizerSpec(o.lr, total_steps=o.steps, warmup_steps=o.warmup_steps)
     if state.step == 0:
@@ -161,7 +126,8 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
         engine.load_adapter(STUDENT, str(run_dir / "adapters" / STUDENT))
     metrics = checkpoint.read_jsonl(run_dir / "metrics.jsonl")[: state.step]
     pq = [r for r in checkpoint.read_jsonl(run_dir / "pq.jsonl") if r["step"] < state.step]
-    wave = max(1, (i.students_in_flight or o.g * o.r) // o.r)  # datasets per wave: a dataset's r students train together
+    # datasets per wave: a dataset's r students train together; by default every student at once on each worker
+    wave = max(1, (i.students_in_flight or o.r * -(-o.g // executor.workers)) // o.r)
 
     for t in range(state.step, o.steps):
         t0 = time.time()
@@ -180,37 +146,20 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
         rng = random.Random(seed)
         reward_questions = rng.sample(world.hard_train, min(o.M, len(world.hard_train)))
 
-        # 3. r students per dataset, trained in lockstep (in waves of whole datasets), then evaluated on Q_R
-        gains: list[list[float]] = [[] for _ in range(o.g)]
-        baseline_acc = None
-        candidates: dict[int, str] = {}  # dataset -> its median student, kept for a possible promotion
+        # 3. r students per dataset, trained in lockstep (in waves of whole datasets), then evaluated on Q_R, by the
+        #    executor (here, or on Ray workers); each dataset keeps its median student for a possible promotion
+        waves = []
         for w0 in range(0, o.g, wave):
             students = []
             for k in range(w0, min(o.g, w0 + wave)):
                 for j in range(o.r):
-                    name = f"s{k}_{j}"
-                    engine.create_adapter(name, OptimizerSpec(i.lr, total_steps=i.steps), copy_from=STUDENT)
                     order = list(range(len(datasets[k])))
                     random.Random(seed_for(seed, "order", k, j)).shuffle(order)
-                    students.append(Student(name, k, datasets[k], order))
-            report.phase(f"students {students[0].name}..{students[-1].name} train")
-            with clock(phase_s, "inner_loop"):
-                train_students(engine, grader, cfg, world, students, seed_for(seed, "wave", w0), report)
-            report.phase("students answer the reward questions")
-            names = [s.name for s in students] + ([STUDENT] if baseline_acc is None else [])
-            with clock(phase_s, "reward_eval"):
-                accs = accuracy(engine, grader, cfg, world, names, reward_questions)
-            if baseline_acc is None:
-                baseline_acc = accs.pop()
-            for s, acc in zip(students, accs):
-                gains[s.k].append(acc - baseline_acc)
-            for k in {s.k for s in students}:
-                mine = [s for s in students if s.k == k]
-                keep = mine[median_student(gains[k], upper=o.promote == "upper_median")].name
-                candidates[k] = keep
-                for s in mine:
-                    if s.name != keep:
-                        engine.delete_adapter(s.name)
+                    students.append(Student(f"s{k}_{j}", k, datasets[k], order))
+            waves.append(Wave(students, seed_for(seed, "wave", w0)))
+        keep = functools.partial(median_student, upper=o.promote == "upper_median")
+        out = executor.train_and_evaluate(waves, reward_questions, keep, phase_s)
+        baseline_acc, gains, candidates = out.baseline_acc, out.gains, out.kept  # candidates: dataset -> its median
 
         # 4 (second half). the grounded reward of each dataset, and the teacher's (the same, unless the recipe
         # chooses another strategy: Intrinsic-T's learnability); promotion always uses the grounded one

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 
 from soarlite.config import Config
 from soarlite.hardware import GIB, Card, dtype_name
@@ -56,6 +57,7 @@ from soarlite.plan.shapes import (
     Shape,
     model_shape,
     prompt_tokens,
+    ray_workers,
     shape_from_config,
     students_in_flight,
 )
@@ -130,6 +132,12 @@ def make_plan(cfg: Config, card: Card | None, valid_rate: float = 0.5, unsloth: 
                   "generated lengths at their limits; measure with --measure")
     if dtype == "float16":
         notes.append("no bf16 on this card: float16 compute with dynamic loss scaling")
+    if cfg.executor == "ray":
+        w = ray_workers(cfg)
+        waves = math.ceil(cfg.outer.g / students_in_flight(cfg)[1])
+        notes.append(f"executor ray: {w} worker{'s' if w > 1 else ''}{' (ray.workers=0: give ray.workers=N to plan for N)' if not cfg.ray.workers else ''}, "
+                     f"each with its own base copy and the memory above; {waves} wave{'s' if waves > 1 else ''} of whole "
+                     f"datasets per step, so at most {waves} busy (more need more datasets, outer.g, or smaller waves)")
     return Plan(cfg, shape, card, mode, dtype, valid_rate, tokens(cfg, valid_rate), items, allocated, needed, fits,
                 knob, suggestion, times, source, notes)
 

@@ -147,8 +147,15 @@ def prompt_tokens(cfg: Config, shape: Shape) -> tuple[int, int]:
     return math.ceil(len(teacher) / cpt) + 1, math.ceil(len(student) / cpt) + question + 1
 
 
+def ray_workers(cfg: Config) -> int:
+    """Student workers a step's waves spread over: `ray.workers` under `executor: ray` (1 where it is 0: the planner
+    does not see the cluster), else 1."""
+    return max(1, cfg.ray.workers) if cfg.executor == "ray" else 1
+
+
 def students_in_flight(cfg: Config) -> tuple[int, int]:
-    """(students trained at once, datasets per wave): whole datasets per wave, as the loop does it."""
+    """(students trained at once on one engine, datasets per wave): whole datasets per wave, as the loop does it."""
     o = cfg.outer
-    wave = min(o.g, max(1, (cfg.inner.students_in_flight or o.g * o.r) // o.r))
+    default = o.r * math.ceil(o.g / ray_workers(cfg))
+    wave = min(o.g, max(1, (cfg.inner.students_in_flight or default) // o.r))
     return wave * o.r, wave

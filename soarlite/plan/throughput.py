@@ -11,7 +11,7 @@ from soarlite.config import Config
 from soarlite.grading import resolve_workers
 from soarlite.hardware import GIB, Card
 from soarlite.plan.footprint import VLLM_MAX_SEQS
-from soarlite.plan.shapes import Shape, model_shape, prompt_tokens, students_in_flight
+from soarlite.plan.shapes import Shape, model_shape, prompt_tokens, ray_workers, students_in_flight
 
 # Every figure below is an assumption, not a measurement: no GPU has checked them in this project yet (see
 # docs/performance.md). They are here, named, so a user can see what the estimate rests on and replace it.
@@ -102,16 +102,19 @@ def step_time(cfg: Config, shape: Shape, card: Card, mode: str, valid_rate: floa
     seq_s = min(cfg.model.max_seq_len, p_s + i.max_new_tokens)
     seq_t = min(cfg.model.max_seq_len, p_t + o.max_new_tokens)
     t = {"teacher sampling": _decode_s(math.ceil(o.g * o.n / valid_rate), p_t, o.max_new_tokens, 1, mode, card, shape, cfg, kv_seqs)}
-    sample = train = evals = 0.0
+    # executor: ray: the waves spread over the workers (wave w on worker w mod N), each with its own engine; a phase
+    # takes as long as the busiest worker's share of it (adapter transfers, a few MB per wave, are left out)
+    workers = ray_workers(cfg)
+    sample, train, evals = [0.0] * workers, [0.0] * workers, [0.0] * workers
     for w in range(waves):
         k = min(wave, o.g - w * wave) * o.r
-        sample += i.steps * _decode_s(k * i.batch_size * i.group_size, p_s, i.max_new_tokens, k, mode, card, shape, cfg, kv_seqs)
-        train += i.steps * _train_s(k * i.batch_size * i.group_size, seq_s, mode, card, shape, cfg, i.kl_coef > 0)
+        sample[w % workers] += i.steps * _decode_s(k * i.batch_size * i.group_size, p_s, i.max_new_tokens, k, mode, card, shape, cfg, kv_seqs)
+        train[w % workers] += i.steps * _train_s(k * i.batch_size * i.group_size, seq_s, mode, card, shape, cfg, i.kl_coef > 0)
         n_eval = k + (1 if w == 0 else 0)
-        evals += _decode_s(n_eval * o.M, p_s, i.max_new_tokens, n_eval, mode, card, shape, cfg, kv_seqs)
-    t["student sampling"] = sample
-    t["student training"] = train
-    t["evaluation (greedy)"] = evals
+        evals[w % workers] += _decode_s(n_eval * o.M, p_s, i.max_new_tokens, n_eval, mode, card, shape, cfg, kv_seqs)
+    t["student sampling"] = max(sample)
+    t["student training"] = max(train)
+    t["evaluation (greedy)"] = max(evals)
     t["teacher update"] = _train_s(o.g * o.n, seq_t, mode, card, shape, cfg, o.kl_coef > 0)
     graded = o.g * o.r * i.steps * i.batch_size * i.group_size + (o.g * o.r + 1) * o.M + math.ceil(o.g * o.n / valid_rate)
     t["grading"] = graded / (GRADES_PER_S * resolve_workers(cfg.grader_workers))
@@ -129,11 +132,13 @@ def measured_step_time(cfg: Config, shape: Shape, valid_rate: float, rates: dict
     seq_t = min(cfg.model.max_seq_len, p_t + o.max_new_tokens)
     rollouts = tk["students"]["samples"]
     graded = rollouts + tk["evaluation"]["samples"] + tk["teacher"]["samples"]
+    waves = math.ceil(o.g / students_in_flight(cfg)[1])
+    share = math.ceil(waves / ray_workers(cfg)) / waves  # executor: ray: the busiest worker's share of the waves
     return {
         "teacher sampling": tk["teacher"]["generated"] / dec,
-        "student sampling": tk["students"]["generated"] / dec,
-        "student training": rollouts * seq_s / trn,
-        "evaluation (greedy)": tk["evaluation"]["generated"] / dec,
+        "student sampling": share * tk["students"]["generated"] / dec,
+        "student training": share * rollouts * seq_s / trn,
+        "evaluation (greedy)": share * tk["evaluation"]["generated"] / dec,
         "teacher update": o.g * o.n * seq_t / trn,
         "grading": graded / (GRADES_PER_S * resolve_workers(cfg.grader_workers)),
     }
