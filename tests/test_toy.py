@@ -11,30 +11,69 @@ from soarlite.toy.world import Problem, random_problem
 
 def test_generator_exact_values():
     (p,) = toy.problems(0, 3, 1)
-    assert p == Problem(12, (("*", 2), ("-", 9), ("-", 9)))
-    assert p.question == "Start with 12. Multiply by 2. Subtract 9. Subtract 9."
-    assert p.answer == 6 and p.level == 3
-    assert p.row() == {"problem": p.question, "answer": "6", "level": 3}
-    assert toy.problems(7, 5, 1)[0] == Problem(10, (("*", 4), ("-", 1), ("*", 2), ("-", 6), ("+", 8)))
+    assert p == Problem(12, (("*", 2), ("-", 9), ("-", 8)))
+    assert p.question == "12 *2 -9 -8"
+    assert p.answer == 7 and p.level == 3
+    assert p.row() == {"problem": p.question, "answer": "7", "level": 3}
+    assert toy.problems(7, 5, 1)[0] == Problem(10, (("*", 4), ("-", 1), ("*", 2), ("-", 7), ("+", 8)))
 
 
 def test_formats():
-    p = Problem(12, (("*", 2), ("-", 9), ("-", 9)))
-    assert p.teacher_text() == (
-        "12 * 2 = 24. 24 - 9 = 15. 15 - 9 = 6.\n"
-        "<question>Start with 12. Multiply by 2. Subtract 9. Subtract 9.</question><answer>\\boxed{6}</answer>"
-    )
-    assert toy.student_prompt(p.question) + p.student_solution() == (
-        "Question: Start with 12. Multiply by 2. Subtract 9. Subtract 9.\n"
-        "Answer: 12 * 2 = 24. 24 - 9 = 15. 15 - 9 = 6. \\boxed{6}"
-    )
+    p = Problem(12, (("*", 2), ("-", 9), ("-", 8)))
+    assert p.teacher_text() == "12 *2=24 -9=15 -8=7\n<question>12 *2 -9 -8</question><answer>\\boxed{7}</answer>"
+    assert toy.student_prompt(p.question) + p.student_solution() == "Question: 12 *2 -9 -8\nAnswer: *2=24 -9=15 -8=7 \\boxed{7}"
     assert toy.TEACHER_PROMPT.endswith("\n")
-    assert toy.parse_pair(p.teacher_text()) == (p.question, "6")
+    assert toy.parse_pair(p.teacher_text()) == (p.question, "7")
     assert toy.parse_pair("<question>Q</question><answer>\\boxed{x}</answer>") is None
     assert toy.parse_pair("<question>Q</question>") is None
-    assert toy.check(p.student_solution(), "6") and toy.check(p.student_solution(), 6)
+    assert toy.check(p.student_solution(), "7") and toy.check(p.student_solution(), 7)
     assert not toy.check(" \\boxed{6} then \\boxed{7}", "6")
     assert not toy.check("6", "6") and not toy.check("\\boxed{six}", "6")
+
+
+def test_the_loop_grades_the_formats():
+    """The run parses the teacher with soarlite.prompts and rewards students with math_reward: both read this world."""
+    from soarlite.prompts import parse_teacher_output
+    from soarlite.rewards import REWARD_CORRECT, math_reward
+
+    p = toy.problems(0, 8, 1)[0]
+    qa = parse_teacher_output(p.teacher_text())
+    assert (qa.question, qa.answer) == (p.question, str(p.answer))
+    assert math_reward(p.student_solution(), str(p.answer)) == REWARD_CORRECT
+
+
+def test_sloppy_writer():
+    """Each written step is wrong with probability `noise`, an overshoot, and the chain goes on from what was written."""
+    p = toy.problems(0, 8, 1)[0]
+    assert p.written_values() == p.values() and p.student_solution(random.Random(0), 0.0) == p.student_solution()
+    rng, wrong, steps, right_chains = random.Random(0), 0, 0, 0
+    for _ in range(2000):
+        vals = p.written_values(rng, 0.5)
+        for (op, d), v, w in zip(p.ops, vals, vals[1:]):
+            true = v + d if op == "+" else v - d if op == "-" else v * d
+            assert 1 <= w - true <= 3 or w == true
+            wrong += w != true
+            steps += 1
+        right_chains += vals[-1] == p.answer
+    assert 0.47 < wrong / steps < 0.53
+    assert right_chains / 2000 < 0.01  # 0.5^8 = 0.004: a slip is never undone
+
+
+def test_difficulty_and_parse_question():
+    for p in toy.problems(3, 4, 20) + toy.problems(3, 1, 5):
+        assert toy.parse_question(p.question) == p
+        assert toy.difficulty(p.question) == p.level
+    assert toy.difficulty(" 5 +3 *2 ") == 2
+    for bad in ["", "5", "5 +", "5 +12", "Start with 5. Add 3.", "5 +3 /2", "x +3", "5 +3 +3 +3 +3 +3 +3 +3 +3 +3 +3 +3 +3"]:
+        assert toy.difficulty(bad) is None, bad
+
+
+def test_stepping_stones():
+    stones = toy.stepping_stones(0, 30)
+    assert stones == toy.stepping_stones(0, 30) and stones != toy.stepping_stones(1, 30)
+    assert sorted(p.level for p in stones) == [1] * 10 + [2] * 10 + [3] * 10
+    held = {p.question for p in stones[:5]}
+    assert not held & {p.question for p in toy.stepping_stones(0, 30, exclude=held)}
 
 
 def test_generator_determinism_and_range():
@@ -43,8 +82,9 @@ def test_generator_determinism_and_range():
     assert len({p.question for p in toy.problems(3, 4, 50)}) == 50
     rng = random.Random(0)
     for _ in range(2000):
-        p = random_problem(rng, rng.randint(1, 7))
+        p = random_problem(rng, rng.randint(1, 10))
         assert all(0 <= v <= 99 for v in p.values())
+        assert len(set(p.ops)) == p.level  # no (operation, digit) pair twice: the next step is never ambiguous
     held = {p.question for p in toy.problems(0, 2, 10)}
     assert not held & {p.question for p in toy.problems(0, 2, 20, exclude=held)}
 
@@ -78,6 +118,7 @@ def test_small_world_files(toy_world):
     assert not {r["problem"] for r in train} & {r["problem"] for r in test}
     tok = AutoTokenizer.from_pretrained(toy_world / "model")
     assert tok.bos_token and tok.eos_token and tok.pad_token
+    assert all(toy.difficulty(r["problem"]) == r["level"] for r in train + test)
     text = toy.student_prompt(train[0]["problem"])
     ids = tok(text)["input_ids"]
     assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == text
