@@ -164,3 +164,26 @@ def test_ensure_built_uses_the_cache(toy_world):
 
 def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_difficulty_of_the_hard_split_and_stones_is_the_level(toy_world):
+    world = json.loads((toy_world / "world.json").read_text())
+    rows = _rows(toy_world / "hard_train.jsonl") + _rows(toy_world / "hard_test.jsonl")
+    assert {toy.difficulty(r["problem"]) for r in rows} == {world["settings"]["hard_level"]}
+    assert {toy.difficulty(p.question) for p in toy.stepping_stones(0, 9, world["settings"]["stone_levels"])} == {1, 2, 3}
+
+
+@pytest.mark.slow
+def test_probe_stepping_stones_beat_hard_only(toy_world):
+    """The oracle probe on the small world: RLOO on the world's stepping stones moves the hard test split, RLOO on
+    the hard train split (zero advantage: nothing right in a group) does not."""
+    from soarlite.toy.probe import run_probe
+
+    result = run_probe(toy_world, seeds=[0], steps=PROBE_STEPS, samples=PROBE_SAMPLES, arms=["hard_only", "stones"],
+                       overrides=["threads=1"], log=lambda *a: None)
+    by = {r["arm"]: r for r in result["runs"]}
+    print(result["table"])
+    assert sum(by["stones"]["counts"]) > sum(by["hard_only"]["counts"])
+
+
+PROBE_STEPS, PROBE_SAMPLES = 12, 16

@@ -34,8 +34,9 @@ DEFAULT_SETTINGS: dict = {
     # `noise`, so the model's per-step accuracy at temperature 1 is about 1 - noise and long chains compound it.
     # The teacher format is mostly long chains, with the short ones (the stepping stones) at a low rate, and its
     # working is careful (`teacher_noise`), so the answers it writes are mostly right.
-    "student_levels": {"1": 1, "2": 1, "3": 1, "4": 1, "5": 1, "6": 1, "7": 1, "8": 1},
-    "teacher_levels": {"1": 0.04, "2": 0.04, "3": 0.04, "4": 0.08, "5": 0.12, "6": 0.2, "7": 0.24, "8": 0.24},
+    "student_levels": {str(lv): 1 for lv in range(1, 11)},
+    "teacher_levels": {"1": 0.04, "2": 0.04, "3": 0.04, "4": 0.06, "5": 0.08, "6": 0.1, "7": 0.12, "8": 0.16, "9": 0.18,
+                       "10": 0.18},
     "noise": 0.4,
     "teacher_noise": 0.05,
     "teacher_fraction": 0.3,  # share of pretraining sequences in the teacher format (the rest: student format)
@@ -43,8 +44,8 @@ DEFAULT_SETTINGS: dict = {
     "batch": 64,
     "lr": 3e-3,
     # evaluation and the hard split
-    "hard_level": 8,
-    "n_hard_candidates": 320,
+    "hard_level": 10,
+    "n_hard_candidates": 480,
     "fail_k": 128,
     "stone_levels": [1, 2, 3],  # the world's true stepping stones (the oracle probe's arm)
     "easy_levels": [1, 2, 3],

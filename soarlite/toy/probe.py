@@ -94,6 +94,7 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
         student_prompt=student_prompt,
     )
     engine = HFEngine(cfg, world.model_dir)
+    engine.create_adapter("probe_keep")  # the engine keeps one adapter at least; each arm's is deleted after it
     i = cfg.inner
     n_questions = steps * i.batch_size
     hard_questions = {p.problem for p in world.hard_train + world.hard_test}
