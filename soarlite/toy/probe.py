@@ -66,7 +66,7 @@ def probe_config(world_dir: Path, overrides: list[str] = ()):
 
 
 def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int = 32, arms=ARMS,
-              overrides: list[str] = (), log=print) -> dict:
+              overrides: list[str] = (), greedy_train: bool = True, log=print) -> dict:
     """Run the probe on a built world; returns {"settings", "runs": [{"arm", "seed", "counts", pass@k...}], "table"}.
 
     `steps` RLOO steps of the recipe's inner batch_size x group_size for every trained arm (18 = three inner loops of
@@ -78,7 +78,7 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
     from soarlite.evaluate import correct_counts, train_fresh_student
     from soarlite.prompts import QA
     from soarlite.rewards import Grader
-    from soarlite.soar import World, seed_for
+    from soarlite.soar import World, accuracy, seed_for
 
     from .world import TEACHER_PROMPT, stepping_stones, student_prompt
 
@@ -120,13 +120,16 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
                     adapter = train_fresh_student(engine, grader, cfg, world, f"probe_{arm}", questions, order, steps,
                                                   seed_for("probe-train", arm, seed), _Quiet())
                 counts = correct_counts(engine, grader, cfg, world, adapter, world.hard_test, samples, eval_seed)
+                # what SOAR's teacher reward sees: greedy accuracy on the hard train split (Q_R is drawn from it)
+                greedy = accuracy(engine, grader, cfg, world, [adapter], world.hard_train)[0] if greedy_train else None
                 if adapter:
                     engine.delete_adapter(adapter)
                 row = {"arm": arm, "seed": seed, "counts": counts, **summarise_counts(counts, samples),
+                       "greedy_hard_train": greedy,
                        "seconds": round(time.time() - t0, 1)}
                 runs.append(row)
                 log(f"[probe] seed {seed} {arm:<9} pass@1 {row['pass@1']:.4f}  pass@32 {row.get('pass@32', float('nan')):.3f} "
-                    f"{row.get('pass@32_ci')}  solved {row['solved']}/{row['problems']}  {row['seconds']}s")
+                    f"{row.get('pass@32_ci')}  solved {row['solved']}/{row['problems']}  greedy(hard train) {greedy}  {row['seconds']}s")
     result = {
         "world": str(world_dir), "world_version": meta["version"], "world_seed": meta["seed"],
         "steps": steps, "batch_size": i.batch_size, "group_size": i.group_size, "lr": i.lr, "kl_coef": i.kl_coef,
@@ -156,19 +159,20 @@ def _diffs(runs: list[dict], samples: int) -> list[dict]:
 
 
 def table(result: dict) -> str:
-    lines = ["| arm | seed | pass@1 | pass@32 (95% CI) | solved |", "|---|---|---|---|---|"]
+    lines = ["| arm | seed | pass@1 | pass@32 (95% CI) | solved | greedy acc, hard train |", "|---|---|---|---|---|---|"]
     for r in result["runs"]:
         ci = r.get("pass@32_ci")
         p32 = f"{r['pass@32']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
-        lines.append(f"| {r['arm']} | {r['seed']} | {r['pass@1']:.4f} | {p32} | {r['solved']}/{r['problems']} |")
+        g = "-" if r.get("greedy_hard_train") is None else f"{r['greedy_hard_train']:.3f}"
+        lines.append(f"| {r['arm']} | {r['seed']} | {r['pass@1']:.4f} | {p32} | {r['solved']}/{r['problems']} | {g} |")
     arms = sorted({r["arm"] for r in result["runs"]}, key=lambda a: ARMS.index(a) if a in ARMS else 9)
     for arm in arms:
         rs = [r for r in result["runs"] if r["arm"] == arm]
         if len(rs) > 1 and "pass@32" in rs[0]:
             lines.append(f"| {arm} | mean | {sum(r['pass@1'] for r in rs) / len(rs):.4f} | "
-                         f"{sum(r['pass@32'] for r in rs) / len(rs):.3f} | |")
+                         f"{sum(r['pass@32'] for r in rs) / len(rs):.3f} | | |")
     if result.get("diffs"):
-        lines += ["", "| seed | difference | pass@32 | paired 95% CI |", "|---|---|---|---|"]
+        lines += ["", f"| seed | difference | pass@{min(32, result['samples'])} | paired 95% CI |", "|---|---|---|---|"]
         for d in result["diffs"]:
             key = next(k for k in d if k.startswith("pass@"))
             lines.append(f"| {d['seed']} | {d['diff']} | {d[key]:+.3f} | [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] |")
