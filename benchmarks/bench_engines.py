@@ -38,8 +38,8 @@ from _tiny import make_tiny_model  # noqa: E402
 from soarlite.config import load_recipe  # noqa: E402
 from soarlite.data import Problem  # noqa: E402
 from soarlite.engine import OptimizerSpec, SamplingParams  # noqa: E402
-from soarlite.prompts import QA  # noqa: E402
 from soarlite.soar import STUDENT, Student, World, accuracy, seed_for, train_students  # noqa: E402
+from soarlite.tasks import QA  # noqa: E402
 
 
 class HashGrader:
@@ -104,7 +104,7 @@ def bench_outer(engine, cfg, args) -> tuple[float, float]:
     """Wall time of the students' part of one outer step: lockstep, and one student at a time."""
     o, i = cfg.outer, cfg.inner
     world = World(
-        model_dir="", hard_train=[Problem(f"{a}*{a + 3}=", str(a * (a + 3))) for a in range(o.M)], hard_test=[],
+        task=None, model_dir="", hard_train=[Problem(f"{a}*{a + 3}=", str(a * (a + 3))) for a in range(o.M)], hard_test=[],
         teacher_prompt="", student_prompt=lambda q: q,
     )
     datasets = [[QA(f"{k}+{j}=", str(k + j)) for j in range(o.n)] for k in range(o.g)]

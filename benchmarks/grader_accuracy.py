@@ -1,4 +1,4 @@
-"""Agreement of two answer graders with human-checked labels: plain math_verify vs soarlite.rewards.is_correct.
+"""Agreement of two answer graders with human-checked labels: plain math_verify vs soarlite.tasks.math_answers.is_correct.
 
     python benchmarks/grader_accuracy.py [--data ../shared/data/graded_solutions_dev.jsonl] [--show]
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from math_verify import parse, verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from soarlite.rewards import is_correct
+from soarlite.tasks.math_answers import is_correct
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "graded_solutions_dev.jsonl"
 

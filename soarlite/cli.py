@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
@@ -11,12 +12,102 @@ toy_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The offl
 app.add_typer(toy_app, name="toy")
 
 
+DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error instead of one line")) -> None:
+    DEBUG["on"] = debug
+
+
 def _fail(msg: str, code: int) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)
 
 
+# ---------------------------------------------------------------------------------------------------- the error layer
+def _user_errors():
+    """The exceptions that mean "the user asked for something wrong" (exit 2), by lazy import."""
+    from soarlite.checkpoint import RunFolderError
+    from soarlite.config import RecipeError
+    from soarlite.data import DataError
+    from soarlite.evaluation.report import ReportError
+    from soarlite.filter import FilterError
+    from soarlite.lock import FolderBusy
+
+    return (RecipeError, DataError, FilterError, ReportError, RunFolderError, FolderBusy)
+
+
+def _runtime_errors():
+    """Failures at run time that carry a message a user can act on (exit 1)."""
+    from soarlite.extras import MissingExtra
+    from soarlite.guard import RunFailed
+    from soarlite.hardware import OutOfMemory
+    from soarlite.preflight import PreflightFailed
+    from soarlite.soar import TeacherStalled
+
+    return (MissingExtra, OutOfMemory, TeacherStalled, RunFailed, PreflightFailed)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _report(e: BaseException) -> None:
+    """Turn any error into one line on stderr and an exit status: 2 for what the user can fix in the command or its
+    files, 1 for run-time failures, 130 / the signal's own status for an interrupt. --debug re-raises instead."""
+    import errno
+    import os
+    import signal
+
+    from soarlite.checkpoint import os_error_line
+    from soarlite.guard import Interrupted, RunFinished
+
+    if isinstance(e, RunFinished):
+        typer.echo(_one_line(e))
+        raise typer.Exit(0)
+    if isinstance(e, (Interrupted, KeyboardInterrupt)):
+        typer.echo(_one_line(e) if isinstance(e, Interrupted) else "interrupted", err=True)
+        signum = getattr(e, "signum", signal.SIGINT)
+        if signum != signal.SIGINT:  # the same exit status as an unhandled SIGTERM / SIGHUP
+            sys.stderr.flush()
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        raise typer.Exit(130)
+    if DEBUG["on"]:
+        raise e
+    if isinstance(e, _user_errors()):
+        _fail(_one_line(e), 2)
+    if isinstance(e, _runtime_errors()):
+        _fail(_one_line(e), 1)
+    if isinstance(e, OSError):
+        _fail(os_error_line(e), 1 if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else 2)
+    if isinstance(e, MemoryError):
+        _fail("out of memory (host RAM); lower the batch sizes", 1)
+    _fail(f"{type(e).__name__}: {_one_line(e)} (soarlite --debug ... shows the traceback)", 1)
+
+
+def errors(fn):
+    """Every command's error layer: nothing but one line (or the traceback, with --debug) leaves a command."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 -- this is the one place every error is turned into a line
+            import click
+
+            if isinstance(e, click.exceptions.ClickException):
+                raise
+            _report(e)
+
+    return wrapper
+
+
 @app.command()
+@errors
 def run(
     recipe: str | None = typer.Option(None, "--recipe", "-r", help="recipe name (see `soarlite recipes`) or a YAML file"),
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. inner.steps=5 outer.steps=2"),
@@ -27,28 +118,13 @@ def run(
     force: bool = typer.Option(False, "--force", help="start even when the planner says the recipe does not fit the card"),
 ) -> None:
     """Run SOAR: the teacher learns to write questions that make the student improve on hard problems."""
-    from soarlite.config import RecipeError
-    from soarlite.data import DataError
-    from soarlite.engine import MissingExtra
-    from soarlite.gpu import OutOfMemory
+    from soarlite import runner
 
-    try:
-        from soarlite import runner
-
-        runner.run(recipe, overrides or [], out, resume, quiet, max_hours=max_hours, check_fit=not force)
-    except (RecipeError, DataError) as e:
-        _fail(str(e), 2)
-    except (MissingExtra, OutOfMemory) as e:
-        _fail(str(e), 1)
-    except Exception as e:  # the loop's own loud failures carry a message a user can act on
-        from soarlite.soar import TeacherStalled
-
-        if isinstance(e, TeacherStalled):
-            _fail(str(e), 1)
-        raise
+    runner.run(recipe, overrides or [], out, resume, quiet, max_hours=max_hours, check_fit=not force)
 
 
 @app.command()
+@errors
 def recipes() -> None:
     """The recipes, with a line each."""
     from rich.console import Console
@@ -63,21 +139,21 @@ def recipes() -> None:
 
 
 @app.command()
+@errors
 def validate(
     recipe: str = typer.Option(..., "--recipe", "-r", help="recipe name or YAML file"),
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
 ) -> None:
-    """Check a recipe (and overrides) against the schema without loading anything."""
-    from soarlite.config import RecipeError, load_recipe
+    """Check a recipe (and overrides) against the schema and its task without loading anything."""
+    from soarlite.session import check_paths, load_config
 
-    try:
-        cfg = load_recipe(recipe, overrides or [])
-    except RecipeError as e:
-        _fail(str(e), 2)
+    cfg = load_config(recipe, overrides or [], None)
+    check_paths(cfg)  # the same checks `run` makes before it writes anything: data rows, the model folder
     typer.echo(f"{recipe}: valid ({cfg.name})")
 
 
 @toy_app.command("build")
+@errors
 def toy_build(
     settings: list[str] | None = typer.Argument(None, help="world settings as key=value (see soarlite.toy)"),
     seed: int = typer.Option(0, help="seed of the world"),
@@ -103,30 +179,12 @@ def toy_build(
 
 
 # ---------------------------------------------------------------------------------- evaluation, data, baselines, report
-def _user_errors():
-    """The exceptions that mean "the user asked for something wrong" (exit 2), by lazy import."""
-    from soarlite.config import RecipeError
-    from soarlite.data import DataError
-    from soarlite.filter import FilterError
-    from soarlite.report import ReportError
-
-    return (RecipeError, DataError, FilterError, ReportError)
-
-
 def _guarded(fn):
-    from soarlite.engine import MissingExtra
-
-    errors = _user_errors()
-    try:
-        return fn()
-    except errors as e:
-        _fail(str(e), 2)
-    except MissingExtra as e:
-        _fail(str(e), 1)
+    return fn()  # the command's @errors turns what it raises into one line
 
 
 def _ks(text: str) -> list[int]:
-    from soarlite.eval import parse_ks
+    from soarlite.evaluation.passk import parse_ks
 
     try:
         return parse_ks(text)
@@ -135,9 +193,10 @@ def _ks(text: str) -> list[int]:
 
 
 @app.command("eval")
+@errors
 def eval_(
     recipe: str | None = typer.Option(None, "--recipe", "-r", help="recipe name or YAML file (or give --run)"),
-    overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. toy.preset=small"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. task_options.preset=small"),
     run: str | None = typer.Option(None, "--run", help="a run folder: its recipe, and where the result goes (eval/)"),
     adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder (with --run: student or teacher); default: the base model"),
     data: str | None = typer.Option(None, "--data", help="JSONL(.gz) problems to evaluate on; default: the recipe's hard test split"),
@@ -151,12 +210,13 @@ def eval_(
     ks = _ks(k)
 
     def go():
-        from soarlite import baselines
-        from soarlite import eval as ev
+        from soarlite.evaluation import baselines
+        from soarlite.evaluation import passk as ev
+        from soarlite.session import load_config
 
         if max(ks) > samples:
             _fail(f"--k: {max(ks)} is more than --samples {samples}; pass@k needs k <= samples", 2)
-        cfg = baselines.load_config(recipe, overrides or [], run)
+        cfg = load_config(recipe, overrides or [], run)
         result, dest = baselines.eval_command(cfg, adapter, run, data, samples, ks, out, label, quiet)
         typer.echo(ev.table(result))
         typer.echo(f"wrote {dest}")
@@ -165,6 +225,7 @@ def eval_(
 
 
 @app.command("filter")
+@errors
 def filter_(
     recipe: str = typer.Option(..., "--recipe", "-r", help="recipe name or YAML file: its model, prompt and data.source"),
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
@@ -180,15 +241,17 @@ def filter_(
     Resumes where it stopped when run again with the same settings."""
 
     def go():
-        from soarlite import baselines, filter
+        from soarlite import filter
+        from soarlite.session import load_config
 
-        cfg = baselines.load_config(recipe, overrides or [], None)
+        cfg = load_config(recipe, overrides or [], None)
         filter.filter_command(cfg, data, out, k, chunk, early_stop, limit, quiet)
 
     _guarded(go)
 
 
 @app.command()
+@errors
 def baseline(
     method: str = typer.Argument(..., help="hard-only | pq | ps | base-teacher | grounded-teacher | intrinsic"),
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides"),
@@ -210,14 +273,20 @@ def baseline(
         _fail(f"--order: {order!r} is not allowed; use curriculum or mixed", 2)
 
     def go():
-        from soarlite import baselines
-        from soarlite import eval as ev
+        from soarlite import runner
+        from soarlite.evaluation import baselines
+        from soarlite.evaluation import passk as ev
+        from soarlite.session import load_config
 
         if max(ks) > samples:
             _fail(f"--k: {max(ks)} is more than --samples {samples}; pass@k needs k <= samples", 2)
-        cfg = baselines.load_config(recipe, overrides or [], run)
-        result, dest = baselines.baseline_command(method, cfg, run, out, steps or None, order, questions, samples, ks,
-                                                  data, overrides or [], recipe, quiet)
+        cfg = load_config(recipe, overrides or [], run)
+        if method == "intrinsic":
+            result, dest = runner.intrinsic_baseline(cfg, recipe, overrides or [], run, out, steps or None, questions,
+                                                     samples, ks, data, quiet)
+        else:
+            result, dest = baselines.baseline_command(method, cfg, run, out, steps or None, order, questions, samples,
+                                                      ks, data, quiet)
         typer.echo(ev.table(result))
         typer.echo(f"wrote {dest}")
 
@@ -225,6 +294,7 @@ def baseline(
 
 
 @app.command()
+@errors
 def report(
     runs: list[str] = typer.Argument(..., help="run folders"),
     out: str | None = typer.Option(None, "--out", help="folder for report.md and the PNGs (default RUN/report, or ./report for several runs)"),
@@ -233,7 +303,7 @@ def report(
     and the pass@k curves of every evaluated method."""
 
     def go():
-        from soarlite import report as rep
+        from soarlite.evaluation import report as rep
 
         folder = rep.build(runs, out)
         typer.echo(f"wrote {folder / 'report.md'}")
@@ -242,6 +312,7 @@ def report(
 
 
 @app.command()
+@errors
 def plan(
     recipe: str = typer.Option(..., "--recipe", "-r", help="recipe name or YAML file"),
     overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. inner.micro_batch=2"),
@@ -254,17 +325,17 @@ def plan(
     """What a recipe will cost, before anything loads: tokens per step and run, peak GPU memory by part, whether it
     fits the card (exit status 1 when it does not), and the time per step and run."""
     from soarlite import plan as planner
-    from soarlite.config import RecipeError, load_recipe
-    from soarlite.engine import MissingExtra
+    from soarlite import tasks
+    from soarlite.config import RecipeError
+    from soarlite.extras import MissingExtra
+    from soarlite.session import load_config
 
     try:
-        cfg = load_recipe(recipe, overrides or [])
+        cfg = load_config(recipe, overrides or [], None)
         card = planner_card(gpu, gpu_mem, measure)
         measured = None
         if measure:
-            from soarlite.runner import resolve_world
-
-            measured = planner.measure(cfg, resolve_world(cfg, with_data=False).model_dir)
+            measured = planner.measure(cfg, tasks.resolve_world(cfg, with_data=False).model_dir)
         result = planner.make_plan(cfg, card, valid_rate, measured=measured)
     except (RecipeError, ValueError) as e:
         _fail(str(e), 2)
@@ -274,17 +345,27 @@ def plan(
     if measured and "peak_allocated_gib" in measured:
         typer.echo(f"measured: peak allocated {measured['peak_allocated_gib']:.2f} GiB in the measurement "
                    f"(one sampling call of {measured['decode_batch']} sequences, one training micro-batch)")
+    if measure:  # the pre-flight check (soarlite/preflight.py): does one inner loop move a fresh student?
+        from soarlite import preflight
+
+        check = preflight.standalone(cfg)
+        typer.echo(check.line())
+        if not check.passed:
+            try:
+                preflight.require(cfg, check)
+            except preflight.PreflightFailed as e:
+                _fail(str(e), 1)
     if result.fits is False:
         raise typer.Exit(1)
 
 
 def planner_card(gpu: str | None, gpu_mem: float | None, measure: bool):
     """--gpu / --gpu-mem, else this machine's card (nvidia-smi; torch's when --measure loads it anyway)."""
-    from soarlite import gpu as g
+    from soarlite import hardware
 
     if gpu is None and gpu_mem is None and measure:
-        return g.card_from_torch()
-    return g.resolve_card(gpu, gpu_mem)
+        return hardware.card_from_torch()
+    return hardware.resolve_card(gpu, gpu_mem)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ Nothing here imports torch: `soarlite recipes` and validation must stay instant.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class ModelConfig:
-    base: str = _f("meta-llama/Llama-3.2-3B-Instruct", "base model: a Hub id, a local folder, or 'toy' (the offline toy world)")
+    base: str = _f("meta-llama/Llama-3.2-3B-Instruct", "base model: a Hub id or a local folder (the toy task brings its own model and ignores this)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "compute dtype; auto = bf16 where the card supports it, fp16 on older cards, fp32 on CPU")
     load_in_4bit: bool = _f(False, "load the shared base in 4-bit NF4 (bitsandbytes); adapters stay in full precision")
     lora_rank: int = _f(16, "LoRA rank of every adapter (teacher, baseline student, throwaway students)", min=1)
@@ -50,7 +51,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    hard_train: str = _f("", "the grounding set: JSONL(.gz) with `problem` and `answer` (fail@k train split); 'toy' = the toy world's")
+    hard_train: str = _f("", "the grounding set: JSONL(.gz) with `problem` and `answer` (fail@k train split; the toy task brings its own)")
     hard_test: str = _f("", "the held-out hard test split (for evaluation and the run summary); may be empty")
     problem_field: str = _f("problem", "field of a row that holds the problem")
     answer_field: str = _f("answer", "field of a row that holds the reference answer")
@@ -59,8 +60,8 @@ class DataConfig:
 
 @dataclass
 class PromptConfig:
-    teacher: str = _f("paper", "teacher prompt: 'paper' (the paper's prompt), 'toy' (the toy world's) or a literal text")
-    student: str = _f("paper", "student prompt: 'paper', 'toy' or a literal text with a {question} slot")
+    teacher: str = _f("task", "teacher prompt: 'task' (the task's own; the paper's for math) or a literal text")
+    student: str = _f("task", "student prompt: 'task' (the task's own) or a literal text with a {question} slot")
 
 
 @dataclass
@@ -81,6 +82,7 @@ class OuterConfig:
     tau: float = _f(0.01, "promotion threshold on the moving average of the mean reward")
     window: int = _f(3, "moving-average window (outer steps)", min=1)
     micro_batch: int = _f(16, "sequences per forward/backward pass of a teacher update", min=1)
+    promote: Literal["upper_median", "lower_median"] = _f("upper_median", "which student of the best dataset becomes the baseline: the median by its own gain; of an even number, the upper (default) or the lower one (at r=2 the lower is the worse student)")
     reward: Literal["grounded", "intrinsic"] = _f("grounded", "teacher reward: grounded = the students' gain on hard problems (SOAR); intrinsic = learnability of the questions to the baseline student, mean of (1 - s if s > 0 else 0), s its success rate over inner.group_size samples (the Intrinsic-T baseline)")
 
 
@@ -112,12 +114,14 @@ class EvalConfig:
 @dataclass
 class Config:
     name: str = _f("soar", "run name: the run folder is runs/<name> unless --out says otherwise")
+    task: str = _f("math", "the domain (soarlite.tasks): 'math', 'toy', an installed plug-in's name, or 'module:Class' / 'file.py:Class'")
+    task_options: dict[str, Any] = _f({}, "the task's own settings (toy: preset, seed and world settings; see soarlite.toy)")
     description: str = _f("", "one line for `soarlite recipes`")
     seed: int = _f(0, "seed of everything random in the run")
     engine: Literal["auto", "hf", "vllm"] = _f("auto", "sampling engine: auto = vllm on a GPU, hf (transformers+peft) on a CPU")
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "where the model runs")
     threads: int = _f(0, "CPU threads for torch; 0 = torch's default", min=0)
-    grader_workers: int = _f(1, "processes that grade answers", min=1)
+    grader_workers: int = _f(0, "processes that grade answers; 0 = one per CPU core this process may use (soarlite.grading.auto_workers)", min=0)
     grade_timeout_s: float = _f(5.0, "hard time limit per graded answer; past it the answer counts as wrong", gt=0.0)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -125,8 +129,10 @@ class Config:
     outer: OuterConfig = field(default_factory=OuterConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # Set only by the toy world's recipe: how big a world to build (see soarlite.toy).
-    toy: dict[str, Any] = _f({}, "toy world settings (only with model.base: toy)")
+    # issue 10: the real-model path (soarlite/preflight.py, soarlite/engine/unsloth.py, soarlite/engine/vllm.py)
+    preflight: bool = _f(True, "before step 0, check that one inner loop of a fresh student on the teacher's first questions raises its accuracy on them (stops naming inner.lr / inner.steps when it does not)")
+    gpu_memory_utilization: float = _f(0.45, "vLLM's share of the card (gpu_memory_utilization); with unsloth's standby (the shared default on CUDA) unsloth picks its own larger share, since the KV cache is freed while training", gt=0.0, max=0.98)
+    optimizer: Literal["adamw", "adamw8bit"] = _f("adamw", "optimiser of every adapter: adamw (torch, 8 bytes of state per parameter) or adamw8bit (bitsandbytes AdamW8bit, about 2 bytes per parameter)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -174,6 +180,8 @@ def _check_value(key: str, value: Any, tp, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{key}: expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise RecipeError(f"{key}: {value!r} is not a finite number; give a plain number such as 1e-5")
     elif tp is str and not isinstance(value, str):
         raise RecipeError(f"{key}: expected a string, got {value!r}")
     if "min" in meta and value < meta["min"]:
@@ -205,34 +213,68 @@ def _build(cls, data: dict, prefix: str = ""):
 
 def _check_whole(cfg: Config) -> None:
     """Rules that tie several keys together."""
-    if cfg.outer.steps > 0 and not cfg.data.hard_train:
-        raise RecipeError("data.hard_train: empty; name the grounding set (a JSONL file, or 'toy')")
-    if cfg.model.base == "toy" and cfg.data.hard_train not in ("toy",):
-        raise RecipeError("data.hard_train: with model.base 'toy' it must be 'toy'")
-    if cfg.toy and cfg.model.base != "toy":
-        raise RecipeError("toy: only allowed with model.base: toy")
-    if cfg.toy:
-        from soarlite.toy import DEFAULT_SETTINGS, PRESETS  # no torch: the world's settings are plain data
-
-        if cfg.toy.get("preset", "default") not in PRESETS:
-            raise RecipeError(f"toy.preset: {cfg.toy['preset']!r} is not allowed; use one of {', '.join(map(repr, PRESETS))}")
-
-        allowed = ["preset", "seed", *DEFAULT_SETTINGS]
-        unknown = sorted(set(cfg.toy) - set(allowed))
-        if unknown:
-            raise RecipeError(f"toy.{unknown[0]}: unknown key; allowed here: {', '.join(allowed)}")
+    # What a task needs (data files, its options) is the task's to check: soarlite.tasks.resolve.
+    for key in ("teacher", "student"):  # 'paper' and 'toy' were the names of the task's own prompts before tasks
+        if getattr(cfg.prompts, key) in ("paper", "toy"):
+            setattr(cfg.prompts, key, "task")
     if cfg.model.lora_alpha <= 0:
         raise RecipeError("model.lora_alpha: must be > 0")
+    if not _PLAIN_NAME.fullmatch(cfg.name) or cfg.name in (".", ".."):
+        raise RecipeError(f"name: {cfg.name!r} is not a plain name; use letters, digits, '.', '_' and '-' "
+                          "(no '/' or '..'); --out picks any folder")
+    _check_finite("task_options", cfg.task_options)
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _check_finite(key: str, value: Any) -> None:
+    """NaN and infinities are refused everywhere, also inside the task's own options."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"{key}: {value!r} is not a finite number; give a plain number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(f"{key}.{k}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(f"{key}[{i}]", v)
+
+
+def _migrate(data: dict) -> dict:
+    """A recipe or run folder written before tasks existed (`model.base: toy`, `toy:` settings) in today's terms, so
+    that an old run still resumes."""
+    if not isinstance(data, dict) or "toy" not in data and (data.get("model") or {}).get("base") != "toy":
+        return data
+    data = dict(data)
+    options = data.pop("toy", None) or {}
+    data.setdefault("task", "toy")
+    data.setdefault("task_options", options)
+    for section, key in (("model", "base"), ("data", "hard_train")):
+        if isinstance(data.get(section), dict) and data[section].get(key) == "toy":
+            data[section] = {k: v for k, v in data[section].items() if k != key}
+    return data
 
 
 def from_dict(data: dict) -> Config:
-    cfg = _build(Config, data)
+    cfg = _build(Config, _migrate(data))
     _check_whole(cfg)
     return cfg
 
 
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+    """{dotted key: (old, new)} for every leaf that differs between two config dicts."""
+    out: dict[str, tuple] = {}
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -245,8 +287,8 @@ def parse_overrides(overrides: list[str]) -> dict:
         if not key or any(not part for part in key.split(".")):
             raise RecipeError(f"{item}: an override is key=value, e.g. inner.steps=5")
         try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw, key) if raw else ""
+        except RecipeError:
             value = raw
         if isinstance(value, dict) or value is None:  # `prompts.teacher=Q: {x}` is a text, not a mapping
             value = raw
@@ -268,6 +310,76 @@ def merge(base: dict, extra: dict) -> dict:
         else:
             out[k] = v
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading YAML: duplicate keys and alias bombs are refused
+
+MAX_YAML_NODES = 10_000  # a recipe is ~100 nodes; aliases must not expand a few hundred bytes into megabytes
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+                seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """Nodes in the document once every alias is expanded, computed without expanding (aliases share nodes)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_YAML_NODES + 1  # a recursive alias counts as too big
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[key] = min(size, 10 * MAX_YAML_NODES)
+    return memo[key]
+
+
+def load_yaml(text: str, where: str):
+    """One YAML document, strictly: RecipeError naming `where` for bad YAML, duplicate keys or alias bombs."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise RecipeError(f"{where}: expands to more than {MAX_YAML_NODES:,} values (YAML aliases); write it out")
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        first = str(getattr(e, "problem", None) or e).splitlines()[0]
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None and "line" not in first else ""
+        raise RecipeError(f"{where}: not valid YAML ({first}{at})") from None
+    except RecursionError:
+        raise RecipeError(f"{where}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def read_recipe_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a folder, not a recipe file") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -303,11 +415,7 @@ def recipe_path(name_or_path: str) -> Path:
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Config:
     path = recipe_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0]
-        raise RecipeError(f"{path}: not valid YAML ({first})") from None
+    data = load_yaml(read_recipe_text(path), str(path)) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys to values")
     data = merge(data, parse_overrides(overrides or []))

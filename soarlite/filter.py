@@ -23,8 +23,13 @@ import random
 import time
 from pathlib import Path
 
-from soarlite import checkpoint
+from soarlite import checkpoint, tasks
 from soarlite.data import DataError, Problem
+from soarlite.engine import SamplingParams
+from soarlite.names import seed_for
+from soarlite.progress import Reporter
+from soarlite.scoring import correct_counts
+from soarlite.session import session
 
 RESULTS, META, STATS = "results.jsonl", "filter.json", "stats.json"
 
@@ -63,9 +68,6 @@ def _append(path: Path, rows: list[dict]) -> None:
 def sample_chunk(engine, grader, world, problems: list[Problem], k: int, temperature: float, max_new_tokens: int,
                  seed: int, early: bool) -> list[tuple[int, int]]:
     """(samples drawn, right) per problem: k answers each, or fewer where early stopping found a right one."""
-    from soarlite.engine import SamplingParams
-    from soarlite.soar import seed_for
-
     drawn = [0] * len(problems)
     right = [0] * len(problems)
     rounds = [first_round(k), k - first_round(k)] if early else [k]
@@ -73,14 +75,11 @@ def sample_chunk(engine, grader, world, problems: list[Problem], k: int, tempera
         alive = [i for i in range(len(problems)) if right[i] == 0] if r else list(range(len(problems)))
         if not size or not alive:
             break
-        prompts = [world.student_prompt(problems[i].problem) for i in alive for _ in range(size)]
-        refs = [problems[i].answer for i in alive for _ in range(size)]
-        outs = engine.generate(prompts, [None] * len(prompts), SamplingParams(temperature, max_new_tokens),
-                               seed_for(seed, "filter", r))
-        ok = grader.correct([(c.text, a) for c, a in zip(outs, refs)])
-        for j, i in enumerate(alive):
+        counts = correct_counts(engine, grader, world, [None], [problems[i] for i in alive], size,
+                                SamplingParams(temperature, max_new_tokens), seed_for(seed, "filter", r))[0]
+        for i, c in zip(alive, counts):
             drawn[i] += size
-            right[i] += sum(ok[j * size : (j + 1) * size])
+            right[i] += c
     return list(zip(drawn, right))
 
 
@@ -109,8 +108,6 @@ def claim(out: Path, meta: dict) -> None:
 def run(cfg, rows: list[dict], source: str, out: Path, k: int, engine, grader, world, report, *, chunk: int = 64,
         early: bool = True, seed: int | None = None) -> dict:
     """Filter `rows` (checked rows with `problem` and `answer`) into `out`; returns the statistics."""
-    from soarlite.soar import seed_for
-
     seed = cfg.seed if seed is None else seed
     meta = job(cfg, rows, source, k, chunk, early, seed)
     claim(out, meta)
@@ -163,22 +160,21 @@ def run(cfg, rows: list[dict], source: str, out: Path, k: int, engine, grader, w
 def default_out(cfg) -> Path | None:
     """The folder of the recipe's grounding set (math: data/math_fail128), where the splits belong."""
     d = cfg.data.hard_train
-    return Path(d).parent if d and d != "toy" else None
+    return Path(d).parent if d else None
 
 
 def filter_command(cfg, data: str | None, out: str | None, k: int, chunk: int, early: bool, limit: int,
                    quiet: bool) -> dict:
-    from soarlite.baselines import session
-    from soarlite.data import load_source
-    from soarlite.progress import Reporter
-
     source = data or cfg.data.source
     if not source:
         raise DataError("data.source: empty; name what to filter with --data FILE or data.source=hub:math")
     out_dir = Path(out) if out else default_out(cfg)
     if out_dir is None:
         raise FilterError("--out: name the folder for train.jsonl and test.jsonl")
-    rows = load_source(source, cfg.data.problem_field, cfg.data.answer_field)
+    task = tasks.resolve(cfg)
+    if not hasattr(task, "load_source"):
+        raise FilterError(f"task: {cfg.task} brings its own hard split; there is nothing to filter")
+    rows = task.load_source(source, cfg)
     if limit:
         rows = rows[:limit]
     claim(out_dir, job(cfg, rows, source, k, chunk, early, cfg.seed))

@@ -40,8 +40,9 @@ def update(engine, adapter: str, samples: Sequence, advs: Sequence[float], kl_co
         adv = advs[start : start + micro_batch]
         if kl_coef == 0 and not any(adv):
             continue  # nothing to learn from a group whose rollouts all scored the same
-        logp = engine.logprobs(adapter, batch, grad=True)  # list of (n_i,)
+        # the reference (no gradients) first: its logits are freed before the policy's forward keeps its own
         ref = engine.logprobs(None, batch) if kl_coef > 0 else None
+        logp = engine.logprobs(adapter, batch, grad=True)  # list of (n_i,)
         loss = 0.0
         for i, lp in enumerate(logp):
             pg = -(adv[i] * lp).sum()

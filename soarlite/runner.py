@@ -6,73 +6,21 @@ that already holds a run costs a second, not a model load.
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from pathlib import Path
 
 import yaml
 
-from soarlite import checkpoint
-from soarlite.config import Config, RecipeError, from_dict, load_recipe, merge, parse_overrides, to_dict
-from soarlite.data import load_problems
+from soarlite import checkpoint, hardware, lock, plan, preflight, soar, tasks, tracking
+from soarlite.config import Config, RecipeError, to_dict
+from soarlite.engine import make_engine
+from soarlite.evaluation import summary as summaries
+from soarlite.evaluation.baselines import baseline_command
+from soarlite.guard import BudgetReached, Interrupted, RunFailed, RunFinished, StepGuard, signals_raise
 from soarlite.progress import Reporter
-
-
-def resolve_run(recipe: str | None, overrides: list[str], out: str | None, resume: str | None) -> tuple[Config, Path]:
-    if resume:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise RecipeError(f"--resume: {run_dir} holds no run (no config.yaml)")
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        cfg = from_dict(merge(saved, parse_overrides(overrides)))
-        return cfg, run_dir
-    if recipe is None:
-        raise RecipeError("--recipe: name a recipe (see `soarlite recipes`) or give --resume DIR")
-    cfg = load_recipe(recipe, overrides)
-    run_dir = Path(out) if out else Path("runs") / cfg.name
-    if (run_dir / "state.json").exists():
-        raise RecipeError(f"--out: {run_dir} already holds a run; continue it with --resume {run_dir} or pick --out")
-    return cfg, run_dir
-
-
-def check_paths(cfg: Config) -> None:
-    for key in ("hard_train", "hard_test"):
-        value = getattr(cfg.data, key)
-        if value and value != "toy" and not Path(value).is_file():
-            raise RecipeError(f"data.{key}: no file {value} (make the fail@k split with `soarlite filter`)")
-
-
-def resolve_world(cfg: Config, with_data: bool = True):
-    """The recipe's model and prompts, and its hard splits unless `with_data` is False (`soarlite filter` makes them)."""
-    from soarlite import prompts
-    from soarlite.soar import World
-
-    d = cfg.data
-    if cfg.model.base == "toy":
-        from soarlite import toy
-
-        settings, seed = toy.recipe_world(cfg.toy)
-        root = toy.ensure_built(settings, seed=seed)
-        model_dir, hard_train, hard_test = root / "model", root / "hard_train.jsonl", root / "hard_test.jsonl"
-    else:
-        model_dir, hard_train, hard_test = cfg.model.base, d.hard_train, d.hard_test
-
-    template = _prompt(cfg.prompts.student, prompts.STUDENT_PROMPT_PAPER, "STUDENT_PROMPT")
-    return World(
-        model_dir=str(model_dir),
-        hard_train=load_problems(hard_train, d.problem_field, d.answer_field) if with_data else [],
-        hard_test=load_problems(hard_test, d.problem_field, d.answer_field) if with_data and hard_test else [],
-        teacher_prompt=_prompt(cfg.prompts.teacher, prompts.TEACHER_PROMPT_PAPER, "TEACHER_PROMPT"),
-        student_prompt=lambda q: prompts.student_prompt(template, q),
-    )
-
-
-def _prompt(value: str, paper: str, toy_name: str) -> str:
-    """A recipe's prompt: 'paper', 'toy' (the toy world's) or the literal text."""
-    if value == "toy":
-        from soarlite import toy
-
-        return getattr(toy, toy_name)
-    return paper if value == "paper" else value
+from soarlite.session import check_paths, load_config, make_grader, resolve_run, resume_changes
 
 
 def refuse_if_too_big(cfg: Config) -> None:
@@ -81,9 +29,7 @@ def refuse_if_too_big(cfg: Config) -> None:
 
     if cfg.device == "cpu" or importlib.util.find_spec("torch") is None:
         return
-    from soarlite import gpu, plan
-
-    card = gpu.card_from_torch()
+    card = hardware.card_from_torch()
     if card is None:
         return
     try:
@@ -103,36 +49,91 @@ def run(recipe: str | None, overrides: list[str], out: str | None, resume: str |
     check_paths(cfg)
     if check_fit:
         refuse_if_too_big(cfg)
+    try:
+        hardware.require_cuda(cfg)  # a GPU recipe never falls back to a CPU silently
+    except hardware.NoCuda as e:
+        raise RecipeError(str(e)) from None
+    # Every check that needs no lock has passed: only now is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.recover(run_dir)  # finish or drop a checkpoint that a killed run left half-moved
+    with lock.hold(run_dir):  # one process per run folder
+        prepare_folder(cfg, run_dir, recipe if resume else None, bool(resume), max_hours)
+        try:
+            with signals_raise():
+                return _run_locked(cfg, run_dir, quiet, max_hours)
+        except (KeyboardInterrupt, Interrupted) as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            step = soar.load_state(run_dir).step if (run_dir / "state.json").exists() else 0
+            raise Interrupted(signum, f"interrupted after step {step}; resume with "
+                                      f"`soarlite run --resume {run_dir}`") from None
+        except OSError as e:
+            raise RunFailed(f"{checkpoint.os_error_line(e)}; every finished step is checkpointed in {run_dir}: "
+                            f"fix that, then `soarlite run --resume {run_dir}`") from None
+
+
+def prepare_folder(cfg: Config, run_dir: Path, recipe: str | None, resume: bool, max_hours: float | None) -> None:
+    """Under the folder's lock: finish a half-moved checkpoint, check what a resume reads and what it changes (recorded
+    in history.jsonl), then write config.yaml."""
+    step = checkpoint.check_folder(run_dir)  # also finishes or drops a checkpoint that a killed run left half-moved
+    if resume:
+        changes = resume_changes(run_dir, cfg, step, recipe)
+        if (run_dir / "summary.json").exists() and step >= cfg.outer.steps:
+            raise RunFinished(f"{run_dir}: the run is finished ({step} outer steps, summary.json); extend it with "
+                              f"outer.steps=N (N > {step}), or evaluate it with `soarlite eval --run {run_dir}`")
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_at_step": step, "max_hours": max_hours,
+                 "changes": {k: [old, new] for k, (old, new) in changes.items()}}
+        if "outer.steps" in changes:
+            entry["schedule"] = (f"the teacher's cosine schedule is now over {cfg.outer.steps} steps, continued from "
+                                 f"step {step}")
+        with open(run_dir / "history.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    elif (run_dir / "state.json").exists():  # a run that started after our first look
+        raise RecipeError(f"--out: {run_dir} already holds a run; continue it with --resume {run_dir} or pick --out")
     checkpoint.write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
-    from soarlite import evaluate, gpu, soar, tracking
-    from soarlite.engine import make_engine
-    from soarlite.rewards import Grader
 
+def _run_locked(cfg: Config, run_dir: Path, quiet: bool, max_hours: float | None) -> Path:
     t0 = time.time()
     with Reporter(quiet=quiet) as report:
         report.line(f"run folder {run_dir}  recipe {cfg.name}")
         report = tracking.track(report, cfg, run_dir)  # TensorBoard / W&B views of each outer step's metrics
-        report = guard = gpu.StepGuard(report, max_hours, t0)  # per-step peak memory, --max-hours, OOM context
-        world = resolve_world(cfg)
+        report = guard = StepGuard(report, max_hours, t0)  # per-step peak memory, --max-hours, OOM context
+        world = tasks.resolve_world(cfg)
         engine = make_engine(cfg, world.model_dir)
-        with Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s) as grader:
+        with make_grader(cfg) as grader:
             try:
+                if cfg.preflight and soar.load_state(run_dir).step == 0:
+                    report.phase("pre-flight check")
+                    report.line(preflight.require_line(cfg, preflight.check(cfg, world, engine, grader, report)))
                 state = soar.run(cfg, world, engine, grader, run_dir, report)
-            except gpu.BudgetReached as stop:
+            except BudgetReached as stop:
                 report.line(f"{stop}; every finished step is checkpointed in {run_dir}. Continue with:\n"
                             f"  soarlite run --resume {run_dir} --max-hours {max_hours:g}")
                 return run_dir
             except Exception as e:
-                if gpu.is_oom(e):
-                    raise gpu.OutOfMemory(gpu.oom_message(cfg, guard.phase_text, guard.step, run_dir, gpu.peak_gib())) from None
+                if hardware.is_oom(e):
+                    raise hardware.OutOfMemory(hardware.oom_message(cfg, guard.phase_text, guard.step, run_dir,
+                                                                    hardware.peak_gib())) from None
                 raise
             report.phase("summary")
-            summary = evaluate.summarise(cfg, world, engine, grader, run_dir, state, report)
+            summary = summaries.summarise(cfg, world, engine, grader, run_dir, state, report)
             checkpoint.write_json_atomic(run_dir / "summary.json", summary)
-            report.line(evaluate.summary_table(summary))
+            report.line(summaries.summary_table(summary))
     report.line(f"done in {time.time() - t0:.0f}s: {run_dir}")
     return run_dir
 
+
+def intrinsic_baseline(cfg: Config, recipe: str | None, overrides: list[str], prior: str | None, out: str | None,
+                       steps: int | None, questions: int, samples: int, ks: list[int], data: str | None,
+                       quiet: bool) -> tuple[dict, Path]:
+    """Intrinsic-T: a SOAR run whose teacher learns from learnability (continued where `prior`, a run folder, names
+    one), then, as Grounded-T, a fresh student on questions from its trained teacher."""
+    extra = ["outer.reward=intrinsic"]
+    if prior and cfg.outer.reward != "intrinsic":
+        raise RecipeError(f"--run: {prior} is a grounded SOAR run; Intrinsic-T makes its own run (leave out --run)")
+    if prior:
+        run_dir = run(None, overrides + extra, None, prior, quiet)
+    else:
+        run_dir = run(recipe, overrides + extra, out or str(Path("runs") / f"{cfg.name}-intrinsic"), None, quiet)
+    cfg = load_config(None, overrides + extra, str(run_dir))
+    return baseline_command("grounded-teacher", cfg, str(run_dir), None, steps, "mixed", questions, samples, ks, data,
+                            quiet, relabel="Intrinsic-T")

@@ -16,7 +16,9 @@ of all students and the baseline on Q_R is one call too.
 Where the paper is silent, this implementation chooses (each is a one-line change):
   * promotion needs a full window of rewards, and the history restarts after a promotion, because rewards measured
     against the old baseline say nothing about the new one;
-  * the "median" student of r is the lower median (sorted by its own gain, index (r - 1) // 2);
+  * the "median" student of r, sorted by its own gain, is the upper median (index r // 2) by default
+    (`outer.promote`): for odd r it is the median; for even r the lower median would promote the worse of two
+    students at r = 2 (the 24 GB and T4 recipes), which makes promotion a step back by construction;
   * the teacher's KL reference is the base model with adapters off (the teacher starts as a zero LoRA, so this is
     the initial model); the students' is the same base, not the current baseline student.
 """
@@ -24,43 +26,28 @@ Where the paper is silent, this implementation chooses (each is a one-line chang
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 import resource
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soarlite import checkpoint, rloo
+from soarlite import checkpoint, rloo, teacher_rewards
 from soarlite.config import Config
 from soarlite.data import Problem
 from soarlite.engine import Completion, OptimizerSpec, SamplingParams
-from soarlite.prompts import QA
+from soarlite.names import STUDENT, TEACHER, seed_for
+from soarlite.scoring import greedy_accuracy
+from soarlite.tasks import QA, World
 
-TEACHER, STUDENT = "teacher", "student"
+__all__ = ["STUDENT", "TEACHER", "State", "Student", "TeacherStalled", "World", "accuracy", "run", "seed_for",
+           "train_students"]
 
 
 class TeacherStalled(RuntimeError):
     """The teacher did not write g*n valid pairs within outer.max_sample_rounds rounds."""
-
-
-def seed_for(*parts) -> int:
-    """A stable 31-bit seed from the run seed and a position in the run, so a resumed run draws what it would have."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-@dataclass
-class World:
-    """What a recipe resolves to before the loop starts: the base model and the data."""
-
-    model_dir: str
-    hard_train: list[Problem]
-    hard_test: list[Problem]
-    teacher_prompt: str
-    student_prompt: Callable[[str], str]
 
 
 @dataclass
@@ -143,13 +130,8 @@ def train_students(engine, grader, cfg: Config, world: World, students: list[Stu
 
 
 def accuracy(engine, grader, cfg: Config, world: World, adapters: list[str], problems: list[Problem]) -> list[float]:
-    """Greedy accuracy of each adapter on `problems`, all in one engine call."""
-    prompts = [world.student_prompt(p.problem) for _ in adapters for p in problems]
-    names = [a for a in adapters for _ in problems]
-    outs = engine.generate(prompts, names, SamplingParams(0.0, cfg.inner.max_new_tokens), seed=0)
-    right = grader.correct([(c.text, p.answer) for c, p in zip(outs, problems * len(adapters))])
-    m = len(problems)
-    return [sum(right[j * m : (j + 1) * m]) / m for j in range(len(adapters))]
+    """Acc(adapter, Q_R): greedy accuracy of each adapter on `problems`, all in one engine call."""
+    return greedy_accuracy(engine, grader, world, adapters, problems, cfg.inner.max_new_tokens)
 
 
 # ------------------------------------------------------------------------------------------------ promotion, step 6
@@ -160,10 +142,10 @@ def moving_average(history: list[float], window: int) -> float | None:
     return sum(history[-window:]) / window
 
 
-def median_student(gains: list[float]) -> int:
-    """Index of the lower-median student by its own gain."""
+def median_student(gains: list[float], upper: bool = True) -> int:
+    """Index of the median student by its own gain: the upper median of an even count (or the lower one)."""
     order = sorted(range(len(gains)), key=lambda j: (gains[j], j))
-    return order[(len(gains) - 1) // 2]
+    return order[len(gains) // 2 if upper else (len(gains) - 1) // 2]
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -223,23 +205,20 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
                 gains[s.k].append(acc - baseline_acc)
             for k in {s.k for s in students}:
                 mine = [s for s in students if s.k == k]
-                keep = mine[median_student(gains[k])].name
+                keep = mine[median_student(gains[k], upper=o.promote == "upper_median")].name
                 candidates[k] = keep
                 for s in mine:
                     if s.name != keep:
                         engine.delete_adapter(s.name)
 
-        # 4 (second half). the grounded reward of each dataset
-        rewards = [sum(gk) / len(gk) for gk in gains]
-        teacher_rewards = rewards
-        if o.reward == "intrinsic":  # Intrinsic-T baseline: the teacher learns from learnability; promotion stays grounded
-            from soarlite.baselines import learnability
-
-            teacher_rewards = learnability(engine, grader, cfg, world, datasets, seed)
+        # 4 (second half). the grounded reward of each dataset, and the teacher's (the same, unless the recipe
+        # chooses another strategy: Intrinsic-T's learnability); promotion always uses the grounded one
+        rewards = teacher_rewards.grounded(engine, grader, cfg, world, datasets, gains, seed)
+        t_rewards = teacher_rewards.STRATEGIES[o.reward](engine, grader, cfg, world, datasets, gains, seed)
 
         # 5. teacher RLOO step: dataset-level advantages shared by every pair of the dataset
         report.phase("teacher update")
-        dataset_adv = rloo.advantages(teacher_rewards)
+        dataset_adv = rloo.advantages(t_rewards)
         advs = [dataset_adv[k] for k in range(o.g) for _ in range(o.n)]
         with clock(phase_s, "teacher_update"):
             upd = rloo.update(engine, TEACHER, teacher_rollouts, advs, o.kl_coef, o.micro_batch)
@@ -265,7 +244,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report) -> Sta
             "step": t,
             "teacher_valid_rate": valid_rate,
             "rewards": rewards,
-            "teacher_rewards": teacher_rewards,
+            "teacher_rewards": t_rewards,
             "reward_mean": reward_mean,
             "moving_avg": moving,
             "promoted": promoted,

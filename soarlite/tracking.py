@@ -40,7 +40,7 @@ class TensorBoardSink:
 
 class WandbSink:
     def __init__(self, project: str, run_dir: Path, config: dict):
-        from soarlite.engine import require
+        from soarlite.extras import require
 
         require("wandb", "wandb")
         import wandb

@@ -13,12 +13,22 @@ from pathlib import Path
 
 # test_e2e's world: small, but pretrained long enough that the teacher writes valid pairs and easy problems get solved
 SETTINGS = {"pretrain_steps": 600, "layers": 2}
-WORLD = ["toy.preset=small"] + [f"toy.{k}={v}" for k, v in SETTINGS.items()]
+WORLD = ["task_options.preset=small"] + [f"task_options.{k}={v}" for k, v in SETTINGS.items()]
 FAST = [
     "outer.g=2", "outer.n=4", "outer.r=2", "outer.M=4", "outer.max_new_tokens=40",
     "inner.steps=2", "inner.batch_size=2", "inner.group_size=4", "inner.max_new_tokens=40",
     "eval.samples=0", "eval.hard_only=false", "threads=1",
 ]
+
+
+def own_model(world: Path, hard_train: str = "easy.jsonl", hard_test: str | None = None) -> list[str]:
+    """Overrides that use a built world as a user's own model and data under the math task (the toy world's prompts
+    as literal text), as someone with their own checkpoint and fail@k files would."""
+    from soarlite import toy
+
+    out = ["task=math", f"model.base={world / 'model'}", f"data.hard_train={world / hard_train}",
+           f"prompts.teacher={toy.TEACHER_PROMPT}", f"prompts.student={toy.STUDENT_PROMPT}"]
+    return out + ([f"data.hard_test={world / hard_test}"] if hard_test else [])
 
 
 def world_cache(tmp_path_factory) -> Path:

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from soarlite.baselines import learnability, slug
 from soarlite.engine import Completion
-from soarlite.prompts import QA
+from soarlite.evaluation.baselines import slug
+from soarlite.tasks import QA
+from soarlite.teacher_rewards import intrinsic
 
 
 class _Engine:
@@ -39,7 +40,7 @@ def test_learnability_reward():
     # s = 0 -> 0 (nothing to learn from), s = 1 -> 0 (nothing left to learn), s = 1/4 -> 3/4, s = 3/4 -> 1/4
     engine = _Engine({"a": 0, "b": 4, "c": 1, "d": 3})
     datasets = [[QA("a", "1"), QA("b", "1")], [QA("c", "1"), QA("d", "1")]]
-    assert learnability(engine, _Grader(), cfg, world, datasets, seed=0) == [0.0, 0.5]
+    assert intrinsic(engine, _Grader(), cfg, world, datasets, gains=[[0.0], [0.0]], seed=0) == [0.0, 0.5]
     assert engine.calls == [{"student"}]  # the baseline student answers, in one call
 
 

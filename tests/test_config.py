@@ -20,8 +20,10 @@ def test_every_recipe_validates_and_shows_its_command(name):
 def test_math_recipe_is_the_papers():
     cfg = load_recipe("math")
     o, i = cfg.outer, cfg.inner
-    assert (o.g, o.n, o.r, o.M, o.lr, o.warmup_steps, o.kl_coef, o.tau, o.window) == (4, 64, 4, 64, 1e-5, 20, 0.001, 0.01, 3)
-    assert (i.steps, i.batch_size, i.group_size, i.lr, i.kl_coef, i.max_new_tokens) == (10, 8, 32, 1e-5, 0.001, 1024)
+    # the paper's settings, except the learning rates: its 1e-5 is a full-fine-tuning rate; a LoRA takes about 10x
+    # (issue 10; the sources are in the recipe)
+    assert (o.g, o.n, o.r, o.M, o.lr, o.warmup_steps, o.kl_coef, o.tau, o.window) == (4, 64, 4, 64, 5e-5, 20, 0.001, 0.01, 3)
+    assert (i.steps, i.batch_size, i.group_size, i.lr, i.kl_coef, i.max_new_tokens) == (10, 8, 32, 1e-4, 0.001, 1024)
     assert cfg.model.base == "meta-llama/Llama-3.2-3B-Instruct"
 
 
@@ -48,7 +50,6 @@ def test_scientific_numbers_in_a_recipe_file(tmp_path):
     (["model.load_in_4bit=3"], "model.load_in_4bit: expected true or false, got 3"),
     (["model.target_modules=q_proj"], "model.target_modules: expected a list of str, got 'q_proj'"),
     (["outer=3"], "outer: expected a mapping, got 3"),
-    (["model.base=toy", "data.hard_train=toy", "toy.bogus=1"], "toy.bogus: unknown key; allowed here: preset, seed, hidden"),
     (["steps"], "steps: an override is key=value"),
 ])
 def test_bad_values_name_the_key(override, message):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from _world import FAST as _FAST
 from _world import WORLD, world_cache, world_dir
+from _world import own_model as own_model_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +30,7 @@ def own_model(cache):
     """The same world used as a user's own model and data: the easy split stands in for the grounding set, so
     students' accuracies on it move and the teacher gets a non-zero reward to learn from."""
     world = world_dir(cache)
-    return [f"model.base={world / 'model'}", f"data.hard_train={world / 'easy.jsonl'}",
-            f"data.hard_test={world / 'hard_test.jsonl'}", "outer.M=8"]
+    return own_model_overrides(world, hard_test="hard_test.jsonl") + ["outer.M=8"]
 
 
 def teacher_moved(run: Path) -> bool:

@@ -9,7 +9,8 @@ from _tiny import make_tiny_model
 from soarlite import rloo
 from soarlite.config import Config
 from soarlite.engine import OptimizerSpec, SamplingParams
-from soarlite.engine.hf import HFEngine, pick_dtype
+from soarlite.engine.hf import HFEngine
+from soarlite.hardware import pick_dtype
 
 PROMPTS = ["12+30=", "7*8=", "hello "]
 

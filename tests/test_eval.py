@@ -7,16 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from soarlite.eval import (
-    EXACT_UP_TO,
-    diversity,
-    mean_pass_at_k,
-    ngram_embeddings,
-    parse_ks,
-    pass_at_k,
-    read_results,
-    vendi_score,
-)
+from soarlite.evaluation.diversity import diversity, ngram_embeddings, vendi_score
+from soarlite.evaluation.passk import EXACT_UP_TO, mean_pass_at_k, parse_ks, pass_at_k, read_results
 
 
 @pytest.mark.parametrize("n,c,k,want", [

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from soarlite.data import BENCHMARKS, DataError, hub_rows, load_rows, load_source
+from soarlite.data import DataError, load_rows
 from soarlite.filter import first_round, read_results
+from soarlite.tasks.math import BENCHMARKS, MathTask, hub_rows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not here")
@@ -48,15 +49,15 @@ def test_hub_mapping_reproduces_the_shared_files():
 
 def test_hub_errors():
     with pytest.raises(DataError, match="hub:nope: unknown benchmark; known: hub:math"):
-        load_source("hub:nope")
+        MathTask().load_source("hub:nope", None)
     rows = [{"problem": "1+1?", "solution": "so \\boxed{2}"}, {"problem": "x?", "solution": "no box"}]
     with pytest.raises(DataError, match=r"hub:math \(EleutherAI/hendrycks_math/algebra, split test\) row 1: field 'answer'"):
         hub_rows("math", lambda *a: rows)
     if importlib.util.find_spec("datasets") is None:
-        from soarlite.engine import MissingExtra
+        from soarlite.extras import MissingExtra
 
         with pytest.raises(MissingExtra, match=r"soarlite\[hub\]"):
-            load_source("hub:math")
+            MathTask().load_source("hub:math", None)
 
 
 def test_field_mapping_and_broken_files(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _tiny import ALL_MODULES, make_tiny_model, tiny_cfg
 
-from soarlite import gpu, plan, rloo
+from soarlite import hardware, plan, rloo
 from soarlite.engine import OptimizerSpec, SamplingParams
 from soarlite.engine.hf import HFEngine
 
@@ -34,9 +34,9 @@ def _cfg(**model):
 
 
 def test_card_and_dtype_match_the_capability():
-    card = gpu.card_from_torch()
+    card = hardware.card_from_torch()
     assert card is not None and card.mem_gib > 1
-    e_dtype = gpu.dtype_name("auto", "cuda", tuple(torch.cuda.get_device_capability()))
+    e_dtype = hardware.dtype_name("auto", "cuda", tuple(torch.cuda.get_device_capability()))
     assert e_dtype == ("bfloat16" if torch.cuda.get_device_capability()[0] >= 8 else "float16")
 
 

@@ -10,10 +10,13 @@ import pytest
 import torch
 from _tiny import ALL_MODULES, make_tiny_model, tiny_cfg
 
-from soarlite import gpu, rloo
+from soarlite import guard, hardware, rloo
 from soarlite.config import load_recipe
-from soarlite.engine import MissingExtra, OptimizerSpec, SamplingParams
-from soarlite.engine.hf import HFEngine, pick_dtype
+from soarlite.engine import OptimizerSpec, SamplingParams
+from soarlite.engine import unsloth as uns
+from soarlite.engine.hf import HFEngine
+from soarlite.extras import MissingExtra
+from soarlite.hardware import pick_dtype
 
 PROMPTS = ["12+30=", "7*8=", "hello "]
 MODULES = ALL_MODULES
@@ -57,7 +60,7 @@ def test_four_bit_base_trains_every_lora_module(model_dir):
     loss.backward()
     grads = {n: p.grad for n, p in _lora(e, "s0").items()}
     # LoRA B starts at zero, so the first gradient lands on B; it must reach every module of every layer, which
-    # needs gradients to flow back through the 4-bit layers (see gpu.fix_bnb_cpu_gradients)
+    # needs gradients to flow back through the 4-bit layers (see hardware.fix_bnb_cpu_gradients)
     assert len(grads) == 2 * len(MODULES)
     assert all(g is not None and g.abs().sum() > 0 for g in grads.values()), [n for n, g in grads.items() if not g.abs().sum()]
     e.step("s0")
@@ -69,7 +72,7 @@ def test_without_the_cpu_fix_gradients_stop_at_the_first_4bit_layer(model_dir, m
     """The bug the fix is for (bitsandbytes 0.50.2 on a CPU with AVX512-BF16): after a generation, q/k/v/gate/up get
     no gradient. Skipped where the CPU lacks the repacking path."""
     pytest.importorskip("bitsandbytes")
-    monkeypatch.setattr(gpu, "fix_bnb_cpu_gradients", lambda model: 0)
+    monkeypatch.setattr(hardware, "fix_bnb_cpu_gradients", lambda model: 0)
     torch.manual_seed(0)
     e = HFEngine(_cfg(load_in_4bit=True), str(model_dir))
     if not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in e.base.modules()):
@@ -104,15 +107,15 @@ def test_auto_dtype_per_compute_capability(monkeypatch, capability, expected):
 
 
 def test_dtype_name_without_torch():
-    assert gpu.dtype_name("auto", "cuda", (7, 5)) == "float16"
-    assert gpu.dtype_name("auto", "cuda", (8, 0)) == "bfloat16"
-    assert gpu.dtype_name("auto", "cpu", None) == "float32"
-    assert gpu.dtype_name("float16", "cpu", None) == "float16"
+    assert hardware.dtype_name("auto", "cuda", (7, 5)) == "float16"
+    assert hardware.dtype_name("auto", "cuda", (8, 0)) == "bfloat16"
+    assert hardware.dtype_name("auto", "cpu", None) == "float32"
+    assert hardware.dtype_name("float16", "cpu", None) == "float16"
 
 
 # ------------------------------------------------------------------------------------------------ fp16 loss scaling
 def test_loss_scaler_scales_unscales_skips_and_grows():
-    s = gpu.LossScaler(init_scale=8.0, growth_interval=2)
+    s = hardware.LossScaler(init_scale=8.0, growth_interval=2)
     w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     (s.scale_grad(w * 3, "a")).sum().backward()
     assert torch.equal(w.grad, torch.tensor([24.0, 24.0]))  # 3 x scale 8
@@ -175,7 +178,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(model_di
 
 # ------------------------------------------------------------------------------------------------ lazy imports
 def test_nothing_cuda_only_is_imported():
-    code = ("import sys; import soarlite.gpu, soarlite.plan, soarlite.cli, soarlite.runner, soarlite.engine; "
+    code = ("import sys; import soarlite.hardware, soarlite.guard, soarlite.extras, soarlite.engine.unsloth, soarlite.plan, soarlite.cli, soarlite.runner, soarlite.engine; "
             "print(sorted(m for m in ('torch', 'bitsandbytes', 'unsloth', 'vllm') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stderr
@@ -184,15 +187,15 @@ def test_nothing_cuda_only_is_imported():
 def test_unsloth_setting(monkeypatch):
     import importlib.util
 
-    assert gpu.use_unsloth("auto", "cpu") is False
-    assert gpu.use_unsloth(False, "cuda") is False
+    assert uns.use_unsloth("auto", "cpu") is False
+    assert uns.use_unsloth(False, "cuda") is False
     with pytest.raises(RuntimeError, match="needs a CUDA card"):
-        gpu.use_unsloth(True, "cpu")
+        uns.use_unsloth(True, "cpu")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "unsloth" else real(name, *a))
-    assert gpu.use_unsloth("auto", "cuda") is False
+    assert uns.use_unsloth("auto", "cuda") is False
     with pytest.raises(MissingExtra, match="unsloth is not installed"):
-        gpu.use_unsloth(True, "cuda")
+        uns.use_unsloth(True, "cuda")
 
 
 def test_use_unsloth_values_are_checked():
@@ -214,7 +217,7 @@ class FakeLLM:
 
 
 def test_unsloth_sampler_hands_over_changed_adapters_under_new_ids(model_dir, monkeypatch):
-    """The file route of gpu.UnslothSampler: an unchanged adapter keeps its LoRARequest; a changed one (a step, a
+    """The file route of engine.unsloth.UnslothSampler: an unchanged adapter keeps its LoRARequest; a changed one (a step, a
     copy into it, a load) is written again and gets a new, never reused id, the stale one is removed from vLLM and
     its files deleted; the files hold the adapter's current weights."""
     from safetensors.torch import load_file
@@ -223,7 +226,7 @@ def test_unsloth_sampler_hands_over_changed_adapters_under_new_ids(model_dir, mo
     e.create_adapter("teacher", OptimizerSpec(1e-2, 10))
     e.create_adapter("s0", OptimizerSpec(1e-2, 10))
     llm = FakeLLM()
-    sampler = gpu.UnslothSampler(e, llm)
+    sampler = uns.UnslothSampler(e, llm)
     monkeypatch.setattr(sampler, "_lora_request_cls",
                         lambda: lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i, lora_path=path))
     r1 = sampler.request("teacher")
@@ -256,26 +259,26 @@ def test_unsloth_sampler_hands_over_changed_adapters_under_new_ids(model_dir, mo
 # ------------------------------------------------------------------------------------------------ messages and exits
 def test_oom_message_names_the_knobs():
     cfg = load_recipe("math-t4")
-    msg = gpu.oom_message(cfg, "students s0_0..s3_1 train", 4, "runs/x", 13.2)
+    msg = hardware.oom_message(cfg, "students s0_0..s3_1 train", 4, "runs/x", 13.2)
     assert msg.startswith("out of GPU memory in outer step 5, phase 'students s0_0..s3_1 train' (peak 13.2 GiB")
     assert "inner.micro_batch (now 4)" in msg and "inner.students_in_flight (now 0 = all 8)" in msg
     assert "inner.max_new_tokens (now 384)" in msg and "--resume runs/x" in msg and "\n" not in msg
     assert msg.index("inner.micro_batch") < msg.index("inner.max_new_tokens")
-    sample = gpu.oom_message(cfg, "teacher samples questions", 0, "runs/x")
+    sample = hardware.oom_message(cfg, "teacher samples questions", 0, "runs/x")
     assert sample.index("model.gen_batch (now 128)") < sample.index("inner.micro_batch")
-    assert "outer.micro_batch (now 4)" in gpu.oom_message(cfg, "teacher update", 0, "runs/x")
+    assert "outer.micro_batch (now 4)" in hardware.oom_message(cfg, "teacher update", 0, "runs/x")
 
 
 def test_is_oom():
-    assert gpu.is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert gpu.is_oom(RuntimeError("CUDA error: out of memory"))
-    assert not gpu.is_oom(RuntimeError("shape mismatch"))
+    assert hardware.is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert hardware.is_oom(RuntimeError("CUDA error: out of memory"))
+    assert not hardware.is_oom(RuntimeError("shape mismatch"))
 
 
 def _fake_world(monkeypatch, soar_run):
     """runner.run with everything heavy replaced: the loop is `soar_run`."""
-    import soarlite.engine
-    import soarlite.rewards
+    import soarlite.session
+    import soarlite.tasks
     from soarlite import runner, soar
 
     class Grader:
@@ -288,9 +291,9 @@ def _fake_world(monkeypatch, soar_run):
         def __exit__(self, *a):
             return False
 
-    monkeypatch.setattr(runner, "resolve_world", lambda cfg, **kw: SimpleNamespace(model_dir="m"))
-    monkeypatch.setattr(soarlite.engine, "make_engine", lambda cfg, d: object())
-    monkeypatch.setattr(soarlite.rewards, "Grader", Grader)
+    monkeypatch.setattr(soarlite.tasks, "resolve_world", lambda cfg, *a, **kw: SimpleNamespace(model_dir="m"))
+    monkeypatch.setattr(runner, "make_engine", lambda cfg, d: object())
+    monkeypatch.setattr(soarlite.session, "Grader", Grader)
     monkeypatch.setattr(soar, "run", soar_run)
     return runner
 
@@ -302,7 +305,7 @@ def test_out_of_memory_ends_the_run_with_the_knobs(monkeypatch, tmp_path):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
 
     runner = _fake_world(monkeypatch, boom)
-    with pytest.raises(gpu.OutOfMemory) as e:
+    with pytest.raises(hardware.OutOfMemory) as e:
         runner.run("tiny", [], str(tmp_path / "run"), None, True, check_fit=False)
     assert "outer step 3, phase 'students s0_0..s0_1 train'" in str(e.value)
     assert "inner.micro_batch (now 64)" in str(e.value) and f"--resume {tmp_path / 'run'}" in str(e.value)
@@ -350,11 +353,11 @@ def test_step_guard_lets_the_last_step_finish():
         def outer_end(self, row, state):
             pass
 
-    g = gpu.StepGuard(Rep(), max_hours=0.0)
+    g = guard.StepGuard(Rep(), max_hours=0.0)
     g.outer_end({}, SimpleNamespace(step=2))  # the run's last step: no stop, the run ends normally
-    with pytest.raises(gpu.BudgetReached):
+    with pytest.raises(guard.BudgetReached):
         g.outer_end({}, SimpleNamespace(step=1))
-    gpu.StepGuard(Rep(), max_hours=None).outer_end({}, SimpleNamespace(step=1))  # no budget
+    guard.StepGuard(Rep(), max_hours=None).outer_end({}, SimpleNamespace(step=1))  # no budget
 
 
 def test_run_refuses_a_recipe_too_big_for_the_card(monkeypatch, tmp_path):
@@ -366,7 +369,7 @@ def test_run_refuses_a_recipe_too_big_for_the_card(monkeypatch, tmp_path):
     (tmp_path / "data" / "math_fail128").mkdir(parents=True)
     for f in ("train", "test"):
         (tmp_path / "data" / "math_fail128" / f"{f}.jsonl").write_text('{"problem": "1+1", "answer": "2"}\n')
-    monkeypatch.setattr(gpu, "card_from_torch", lambda: gpu.CARDS["t4"])
+    monkeypatch.setattr(hardware, "card_from_torch", lambda: hardware.CARDS["t4"])
     r = CliRunner().invoke(app, ["run", "--recipe", "math", "--out", "run"])
     assert r.exit_code == 2
     assert r.output.startswith("error: math needs about ") and "this t4 has 15 GiB: lower " in r.output

@@ -2,16 +2,15 @@
 inner-loop budget (fixed seed, real toy model, real grader)."""
 
 import pytest
-from _world import world_cache, world_dir
+from _world import own_model, world_cache, world_dir
 
-from soarlite import evaluate
 from soarlite.config import load_recipe
 from soarlite.engine import OptimizerSpec
 from soarlite.engine.hf import HFEngine
-from soarlite.prompts import QA
-from soarlite.rewards import Grader
-from soarlite.runner import resolve_world
+from soarlite.evaluation import summary
+from soarlite.grading import Grader
 from soarlite.soar import Student, train_students
+from soarlite.tasks import QA, resolve_world
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +23,7 @@ class Quiet:
 def test_rloo_on_easy_questions_raises_accuracy_on_them(tmp_path_factory):
     world = world_dir(world_cache(tmp_path_factory))
     cfg = load_recipe("tiny", [
-        f"model.base={world / 'model'}", f"data.hard_train={world / 'easy.jsonl'}", "threads=1",
+        *own_model(world), "threads=1",
         "inner.steps=10", "inner.batch_size=8", "inner.group_size=8", "inner.lr=3e-3", "inner.max_new_tokens=40",
     ])
     w = resolve_world(cfg)
@@ -33,9 +32,9 @@ def test_rloo_on_easy_questions_raises_accuracy_on_them(tmp_path_factory):
     engine = HFEngine(cfg, w.model_dir)
     engine.create_adapter("student", OptimizerSpec(cfg.inner.lr, total_steps=cfg.inner.steps))
     with Grader(workers=1, timeout_s=5.0) as grader:
-        before = evaluate.pass_at_1(engine, grader, cfg, w, "student", easy, samples=16, seed=1)
+        before = summary.pass_at_1(engine, grader, cfg, w, "student", easy, samples=16, seed=1)
         train_students(engine, grader, cfg, w, [Student("student", 0, questions, list(range(len(questions))))],
                        seed=0, report=Quiet())
-        after = evaluate.pass_at_1(engine, grader, cfg, w, "student", easy, samples=16, seed=1)
+        after = summary.pass_at_1(engine, grader, cfg, w, "student", easy, samples=16, seed=1)
     print(f"pass@1 on the training questions: {before:.3f} -> {after:.3f}")
     assert after >= before + 0.05  # measured here: 0.180 -> 0.266 (10 steps of 8 questions x 8 rollouts, lr 3e-3)

@@ -2,14 +2,14 @@ import dataclasses
 
 import pytest
 
-from soarlite.prompts import (
-    QA,
+from soarlite.tasks import QA
+from soarlite.tasks.math import (
     STUDENT_PROMPT_PAPER,
     TEACHER_PROMPT_PAPER,
     parse_teacher_output,
     student_prompt,
 )
-from soarlite.rewards import MAX_CHARS
+from soarlite.tasks.math_answers import MAX_CHARS
 
 
 def test_student_prompt_fills_the_slot_and_keeps_other_braces():
@@ -102,10 +102,19 @@ def test_parse_valid(text, expected):
         r"<question>What is 2+2?</question><answer>\boxed{???}</answer>",  # does not parse as math
         r"<question>What is 2+2?</question><answer>\boxed{\frac{}{}}</answer>",
         r"<question>What is 2+2?</question><answer>\boxed{x+}</answer>",
+        r"<question>Big?</question><answer>\boxed{9^{9^{9^{9}}}}</answer>",  # a tower of powers
+        r"<question>Big?</question><answer>\boxed{2^{3^4}}</answer>",
+        r"<question>Big?</question><answer>\boxed{9^9^9}</answer>",
     ],
 )
 def test_parse_invalid(text):
     assert parse_teacher_output(text) is None
+
+
+def test_powers_that_are_not_towers_are_valid():
+    for answer in ["x^2 + y^2 + z^2", "2^{10}", r"\frac{3^{2}}{2^{3}}", "e^{i\\pi}"]:
+        text = f"<question>Q</question><answer>\\boxed{{{answer}}}</answer>"
+        assert parse_teacher_output(text) == QA("Q", answer), answer
 
 
 def test_parse_reads_only_the_end_of_a_long_output():

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from soarlite.report import DPI, FIGSIZE
+from soarlite.evaluation.report import DPI, FIGSIZE
 from soarlite.tracking import Tracked, scalars
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

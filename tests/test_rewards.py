@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from math_verify import parse, verify
 
-from soarlite.prompts import parse_teacher_output
-from soarlite.rewards import (
+from soarlite.grading import Grader
+from soarlite.tasks.math import parse_teacher_output
+from soarlite.tasks.math_answers import (
     MAX_CHARS,
     REWARD_CONTAINS_REFERENCE,
     REWARD_CORRECT,
     REWARD_NO_BOXED,
     REWARD_WRONG,
-    Grader,
     is_correct,
     last_boxed,
     math_reward,
@@ -204,8 +204,8 @@ def test_grader_survives_hostile_completions():
         (r"\boxed{" + "7" * 100_000 + "}", "7" * 100_000),  # clipped: the box is cut off
         ("}" * 100_000 + r"\boxed{1}", "1"),
         (r"\boxed{" + "7" * 4000 + "}", "7" * 4000),  # a 4000-digit integer fits and grades
-        # Past 4300 digits Python refuses int(str) (sys.int_info.default_max_str_digits), math_verify
-        # falls back to strings that do not verify; the reference string is still in the box.
+        # Past 4300 digits Python refuses int(str) (sys.int_info.default_max_str_digits) and math_verify
+        # falls back to strings that do not verify; plain integers are compared by their digits, so it is right.
         (r"\boxed{" + "7" * 8000 + "}", "7" * 8000),
     ]
     with Grader(workers=1, timeout_s=1) as g:
@@ -220,7 +220,7 @@ def test_grader_survives_hostile_completions():
         assert g.timeouts >= 1
         # Huge inputs are clipped to MAX_CHARS before they are sent, so they are cheap.
         t0 = time.monotonic()
-        assert g.rewards(huge) == [0.0, 0.0, 120.0, 120.0, 20.0]
+        assert g.rewards(huge) == [0.0, 0.0, 120.0, 120.0, 120.0]
         assert time.monotonic() - t0 < 5
         # A hostile teacher answer cannot hang the parser either.
         qa = g.parse_teacher([rf"<question>Q</question><answer>{DEEP_BRACES}</answer>", "<question>Q</question>"])

@@ -29,11 +29,13 @@ def test_moving_average_needs_a_full_window():
     assert moving_average([0.5], 1) == 0.5
 
 
-def test_median_student_is_the_lower_median():
-    assert median_student([0.1, 0.3, 0.2]) == 2
-    assert median_student([0.4, 0.1, 0.3, 0.2]) == 3  # sorted gains 0.1, 0.2, 0.3, 0.4: the lower median is 0.2
+def test_median_student_is_the_upper_median_unless_asked():
+    assert median_student([0.1, 0.3, 0.2]) == 2 == median_student([0.1, 0.3, 0.2], upper=False)  # odd: the median
+    assert median_student([0.4, 0.1, 0.3, 0.2]) == 2  # sorted gains 0.1, 0.2, 0.3, 0.4: the upper median is 0.3
+    assert median_student([0.4, 0.1, 0.3, 0.2], upper=False) == 3  # the lower median is 0.2
+    assert median_student([0.0, 0.5]) == 1 and median_student([0.0, 0.5], upper=False) == 0  # r=2: the better one
     assert median_student([0.0]) == 0
-    assert median_student([0.1, 0.1]) == 0
+    assert median_student([0.1, 0.1]) == 1 and median_student([0.1, 0.1], upper=False) == 0  # ties: by index
 
 
 def test_seed_for_is_stable():

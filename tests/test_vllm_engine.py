@@ -12,7 +12,8 @@ from _tiny import make_tiny_model
 
 from soarlite import rloo
 from soarlite.config import Config
-from soarlite.engine import MissingExtra, OptimizerSpec, SamplingParams
+from soarlite.engine import OptimizerSpec, SamplingParams
+from soarlite.extras import MissingExtra
 
 torch = pytest.importorskip("torch")
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
@@ -157,17 +158,17 @@ def test_stale_and_deleted_adapters_leave_vllm(engine):
 
     engine.create_adapter("gone", OptimizerSpec(5e-2, 10))
     engine.generate(PROMPTS[:2], ["gone"] * 2, GREEDY, seed=0)
-    first = engine._loaded["gone"][1]
+    first = engine._handover.loaded["gone"][1]
     assert first.lora_int_id in engine.llm.llm_engine.list_loras()
     _train(engine, "gone", steps=1)
     engine.generate(PROMPTS[:2], ["gone"] * 2, GREEDY, seed=0)
-    second = engine._loaded["gone"][1]
+    second = engine._handover.loaded["gone"][1]
     loras = engine.llm.llm_engine.list_loras()
     assert second.lora_int_id != first.lora_int_id and second.lora_int_id in loras
     assert first.lora_int_id not in loras and not Path(first.lora_path).exists()
     engine.delete_adapter("gone")
     assert second.lora_int_id not in engine.llm.llm_engine.list_loras()
-    assert "gone" not in engine._loaded and not Path(second.lora_path).exists()
+    assert "gone" not in engine._handover.loaded and not Path(second.lora_path).exists()
     with pytest.raises(KeyError):
         engine.generate(PROMPTS[:1], ["gone"], GREEDY, seed=0)
 

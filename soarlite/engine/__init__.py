@@ -8,97 +8,59 @@ The loop asks an engine to
   * create, copy, save, load and delete named adapters;
   * take one optimiser step on one adapter, after gradients were accumulated through `logprobs(..., grad=True)`.
 
-Implementations: `hf.HFEngine` (transformers + peft; CPU and GPU) and `vllm.VLLMEngine` (vLLM multi-LoRA sampling,
-with training on an HFEngine that shares the same adapters through files).
+Implementations: `hf.HFEngine` (transformers + peft; CPU and GPU; with unsloth's in-process vLLM as its sampler where
+that runs, `unsloth.UnslothSampler`) and `vllm.VLLMEngine` (vLLM multi-LoRA sampling, with training on an HFEngine
+that shares the same adapters through files). The types and the protocol are in `interface`, what the engines share
+is in `common`.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is an extra; nothing here may import it at module level
-    import torch
+from soarlite.engine.interface import Completion, Engine, OptimizerSpec, SamplingParams
 
+# compatibility: these live in soarlite.extras (import them from there)
+from soarlite.extras import MissingExtra, require  # noqa: F401
+
+if TYPE_CHECKING:
     from soarlite.config import Config
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 1.0  # 0 = greedy
-    max_new_tokens: int = 256
+__all__ = ["Completion", "Engine", "MissingExtra", "OptimizerSpec", "SamplingParams", "engine_mode", "make_engine",
+           "require"]
 
 
-@dataclass
-class Completion:
-    prompt_ids: list[int]
-    ids: list[int]  # generated tokens, the end-of-sequence token included when one was produced
-    text: str  # decoded `ids`, special tokens skipped
+def engine_mode(cfg: Config, cuda: bool) -> str:
+    """Which engine a recipe gets: "shared" (unsloth's in-process vLLM on the training weights: one base copy on the
+    card), "two-copies" (VLLMEngine: vLLM's own copy beside the trainer's, sleeping while adapters train), or
+    "transformers" (HFEngine sampling with transformers + peft). On CUDA, `auto` is shared where unsloth and vllm
+    are installed, else two copies where vllm is, else transformers. On a CPU, `auto` is transformers."""
+    import importlib.util
 
+    from soarlite.engine import unsloth as uns
 
-@dataclass(frozen=True)
-class OptimizerSpec:
-    """AdamW with linear warm-up then cosine decay to zero over `total_steps` (the paper's schedule)."""
-
-    lr: float
-    total_steps: int
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-
-
-class Engine(Protocol):
-    tokenizer: object
-
-    def generate(
-        self, prompts: Sequence[str], adapters: Sequence[str | None], params: SamplingParams, seed: int
-    ) -> list[Completion]: ...
-
-    def logprobs(self, adapter: str | None, samples: Sequence[Completion], grad: bool = False) -> list[torch.Tensor]:
-        """One 1-D tensor per sample: log p(ids[t] | prompt, ids[:t]) under `adapter`."""
-        ...
-
-    def create_adapter(self, name: str, optimizer: OptimizerSpec | None = None, copy_from: str | None = None) -> None:
-        """A new adapter: fresh LoRA (B = 0, so it starts as the base) or a copy of `copy_from`'s weights."""
-        ...
-
-    def copy_adapter(self, src: str, dst: str) -> None:
-        """Overwrite `dst`'s weights with `src`'s (optimiser state of `dst` is kept)."""
-        ...
-
-    def save_adapter(self, name: str, path: str, with_optimizer: bool = False) -> None: ...
-
-    def load_adapter(self, name: str, path: str, optimizer: OptimizerSpec | None = None) -> None: ...
-
-    def delete_adapter(self, name: str) -> None: ...
-
-    def step(self, name: str) -> float:
-        """One optimiser step on `name` with its accumulated gradients; zeroes them; returns the lr used."""
-        ...
-
-
-class MissingExtra(ImportError):
-    pass
-
-
-def require(module: str, extra: str) -> None:
-    """Fail with the install line when an optional package is missing."""
-    if importlib.util.find_spec(module) is None:
-        raise MissingExtra(f"{module} is not installed; install it with: pip install 'soarlite[{extra}]'")
+    if not cuda:
+        return "two-copies" if cfg.engine == "vllm" else "transformers"
+    if cfg.engine == "vllm":
+        return "two-copies"
+    if uns.shared_mode(cfg, "cuda"):
+        return "shared"
+    if cfg.engine == "auto" and importlib.util.find_spec("vllm") is not None:
+        return "two-copies"
+    return "transformers"
 
 
 def make_engine(cfg: Config, model_dir: str) -> Engine:
-    """The engine a recipe asks for. `auto`: vLLM on a GPU, transformers on a CPU (measured faster there)."""
+    """The engine a recipe asks for (see engine_mode). `auto`: one shared base on a GPU, transformers on a CPU
+    (measured faster there)."""
     require("torch", "cpu")
     import torch
 
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    kind = cfg.engine if cfg.engine != "auto" else ("vllm" if cuda else "hf")
-    if kind == "vllm":
+    if engine_mode(cfg, cuda) == "two-copies":
         from soarlite.engine.vllm import VLLMEngine
 
         return VLLMEngine(cfg, model_dir)
     from soarlite.engine.hf import HFEngine
 
-    return HFEngine(cfg, model_dir)
+    return HFEngine(cfg, model_dir)  # shared mode: HFEngine with unsloth's sampler attached (engine.unsloth)

@@ -6,10 +6,8 @@ outer step sample in one call. The KL reference is the same model with its adapt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -17,48 +15,30 @@ from pathlib import Path
 
 import torch
 
-from soarlite.engine import Completion, OptimizerSpec, SamplingParams, require
+from soarlite import hardware
+from soarlite.engine.common import cut_at_stop, lora_config, name_seed, require_bnb, schedule, stop_ids
+from soarlite.engine.interface import Completion, OptimizerSpec, SamplingParams
+from soarlite.extras import require
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the grader's worker processes would warn otherwise
 
 BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
 
 
-def pick_dtype(name: str, device: str) -> torch.dtype:
-    """auto: fp32 on CPU; bf16 on cards that have it (compute capability >= 8); fp16 on older ones (T4), where the
-    engine scales the loss (soarlite.gpu.LossScaler). A named dtype is taken as asked."""
-    from soarlite.gpu import dtype_name
-
-    capability = tuple(torch.cuda.get_device_capability()) if device == "cuda" and name == "auto" else None
-    return getattr(torch, dtype_name(name, device, capability))
-
-
-def _name_seed(seed: int, name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:4], "little")
-
-
-def _schedule(spec: OptimizerSpec):
-    def factor(step: int) -> float:
-        if step < spec.warmup_steps:
-            return (step + 1) / spec.warmup_steps
-        span = max(1, spec.total_steps - spec.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - spec.warmup_steps) / span)))
-
-    return factor
-
-
 class HFEngine:
     def __init__(self, cfg, model_dir: str, gen_batch: int | None = None):
         require("transformers", "cpu")
         require("peft", "cpu")
-        from soarlite import gpu
+        from soarlite.engine import unsloth as uns
 
         self.cfg = cfg
         self.device = "cuda" if (cfg.device != "cpu" and torch.cuda.is_available()) else "cpu"
-        unsloth = gpu.use_unsloth(cfg.model.use_unsloth, self.device)
+        unsloth = uns.use_unsloth(cfg.model.use_unsloth, self.device)
         if cfg.model.load_in_4bit:
-            gpu.require_bnb()
+            require_bnb()
         if unsloth:
+            if uns.shared_mode(cfg, self.device):
+                uns.prepare_env()  # standby etc.: read when unsloth is imported
             import unsloth as _unsloth  # noqa: F401  (first: it patches transformers and peft before they load)
         # bitsandbytes (when installed, transformers imports it) tries to fetch an optional CPU kernel from a hub at
         # import and warns when it cannot, which is every offline run; the fallback it takes is correct.
@@ -70,15 +50,14 @@ class HFEngine:
 
         if cfg.threads and self.device == "cpu":
             torch.set_num_threads(cfg.threads)
-        self.dtype = pick_dtype(cfg.model.dtype, self.device)
-        self.sampler = None  # unsloth's in-process vLLM, when it samples (see soarlite.gpu.UnslothSampler)
+        self.dtype = hardware.pick_dtype(cfg.model.dtype, self.device)
+        self.sampler = None  # unsloth's in-process vLLM, when it samples (see soarlite.engine.unsloth.UnslothSampler)
+        self.unsloth = bool(unsloth)  # base loaded through unsloth: its fast decode ignores per-row adapters
         if unsloth:  # UNTESTED HERE (needs CUDA + unsloth): one 4-bit copy shared by training and its vLLM
-            import importlib.util
-
-            fast = cfg.engine == "hf" and importlib.util.find_spec("vllm") is not None
-            self.base, self.tokenizer = gpu.load_unsloth(cfg, model_dir, self.dtype, fast_inference=fast)
+            fast = uns.shared_mode(cfg, self.device)
+            self.base, self.tokenizer = uns.load_unsloth(cfg, model_dir, self.dtype, fast_inference=fast)
             if fast:
-                self.sampler = gpu.UnslothSampler(self, self.base.vllm_engine)
+                self.sampler = uns.UnslothSampler(self, self.base.vllm_engine)
         else:
             kwargs = {"dtype": self.dtype}
             if cfg.model.load_in_4bit:
@@ -92,15 +71,17 @@ class HFEngine:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.base.requires_grad_(False)
         if cfg.model.load_in_4bit and self.device == "cpu":
-            gpu.fix_bnb_cpu_gradients(self.base)  # else gradients stop at the first 4-bit layer (see there)
+            hardware.fix_bnb_cpu_gradients(self.base)  # else gradients stop at the first 4-bit layer (see there)
         # Gradient checkpointing (CUDA): transformers checkpoints a decoder layer only while that layer is in
         # training mode; the model stays in eval mode (no dropout), so logprobs(grad=True) flips just those layers.
         self.checkpointing = bool(cfg.model.gradient_checkpointing and self.device == "cuda")
         if self.checkpointing:
             self.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # fp16 compute (cards without bf16): dynamic loss scaling, per adapter
-        self.scaler = gpu.LossScaler() if self.dtype == torch.float16 else None
+        self.scaler = hardware.LossScaler() if self.dtype == torch.float16 else None
         self.versions: dict[str, int] = {}  # bumped whenever an adapter's weights change (samplers cache by it)
+        # every end-of-sequence id: the generation_config's list and the tokenizer's (see common.stop_ids)
+        self.stop_ids = stop_ids(getattr(self.base, "generation_config", None), self.tokenizer)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -110,16 +91,7 @@ class HFEngine:
 
     # ---------------------------------------------------------------------------------------------------- adapters
     def _lora_config(self):
-        from peft import LoraConfig
-
-        m = self.cfg.model
-        return LoraConfig(
-            r=m.lora_rank,
-            lora_alpha=m.lora_alpha,
-            lora_dropout=m.lora_dropout,
-            target_modules=list(m.target_modules),
-            task_type="CAUSAL_LM",
-        )
+        return lora_config(self.cfg.model)
 
     @property
     def adapters(self) -> list[str]:
@@ -137,7 +109,7 @@ class HFEngine:
         # LoRA's A matrices start random: draw them from a stream fixed by the run seed and the adapter's name, so
         # that a run is repeatable whatever else touched torch's global generator before.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_name_seed(self.cfg.seed, name))
+            torch.manual_seed(name_seed(self.cfg.seed, name))
             if self.model is None:
                 self.model = get_peft_model(self.base, self._lora_config(), adapter_name=name)
                 self.model.eval()  # no dropout in rollouts or scoring; gradients flow in eval mode too
@@ -152,12 +124,29 @@ class HFEngine:
     def _touch(self, name: str) -> None:
         self.versions[name] = self.versions.get(name, 0) + 1
 
+    def adapter_bytes(self) -> int:
+        """Bytes of one adapter in the compute dtype (what a hand-over copy takes), from the base's target layers."""
+        targets = tuple(self.cfg.model.target_modules)
+        n = 0
+        for name, m in self.base.named_modules():
+            if name.endswith(targets) and hasattr(m, "in_features") and hasattr(m, "out_features"):
+                n += (m.in_features + m.out_features) * self.cfg.model.lora_rank
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
     def _make_optimizer(self, name: str, spec: OptimizerSpec) -> None:
         params = list(self._params(name).values())
         for p in params:
             p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-        self.optimizers[name] = (opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec)), spec)
+        if getattr(self.cfg, "optimizer", "adamw") == "adamw8bit":
+            require_bnb()
+            import bitsandbytes as bnb
+
+            # bnb's default weight_decay is 1e-2: pass ours; state: 2 uint8 moments + float32 absmax per 256 values
+            # (notes section 6). Its state is not saved with checkpoints (resume restarts the moments).
+            opt = bnb.optim.AdamW8bit(params, lr=spec.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=spec.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        self.optimizers[name] = (opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule(spec)), spec)
 
     def copy_adapter(self, src: str, dst: str) -> None:
         src_params = self._params(src)
@@ -169,8 +158,13 @@ class HFEngine:
 
     def delete_adapter(self, name: str) -> None:
         self.optimizers.pop(name, None)
-        if len(self.adapters) == 1:
-            raise ValueError("cannot delete the last adapter")  # peft's model needs one
+        if self.adapters == [name]:  # peft's model needs one adapter: take the LoRA layers out instead
+            self.base = self.model.unload()
+            self.model = None
+            self.versions.pop(name, None)
+            if self.sampler is not None:
+                self.sampler.forget(name)
+            return
         if name in self.model.active_adapters:  # hand the active slot over first, else peft warns at every deletion
             self.model.set_adapter(next(a for a in self.adapters if a != name))
         self.model.delete_adapter(name)
@@ -178,15 +172,17 @@ class HFEngine:
         if self.sampler is not None:
             self.sampler.forget(name)
 
-    def save_adapter(self, name: str, path: str, with_optimizer: bool = False) -> None:
-        """Standard PEFT folder (adapter_config.json + adapter_model.safetensors), loadable by peft and vLLM."""
+    def save_adapter(self, name: str, path: str, with_optimizer: bool = False, dtype=None) -> None:
+        """Standard PEFT folder (adapter_config.json + adapter_model.safetensors), loadable by peft and vLLM.
+        `dtype`: cast the tensors (hand-over copies go in the compute dtype; checkpoints keep float32)."""
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         state = get_peft_model_state_dict(self.model, adapter_name=name)
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, out / "adapter_model.safetensors")
+        save_file({k: v.detach().to("cpu", dtype=dtype or v.dtype).contiguous() for k, v in state.items()},
+                  out / "adapter_model.safetensors")
         self.model.peft_config[name].save_pretrained(str(out))
         if with_optimizer and name in self.optimizers:
             self._save_optimizer(name, out)
@@ -215,7 +211,7 @@ class HFEngine:
         tensors, meta = {}, {"scheduler_last_epoch": sched.last_epoch, "steps": {}}
         for i, p in enumerate(opt.param_groups[0]["params"]):
             st = opt.state.get(p)
-            if st:
+            if st and "exp_avg" in st:  # torch AdamW; adamw8bit's quantized state is not checkpointed
                 tensors[f"{i}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
                 tensors[f"{i}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
                 meta["steps"][str(i)] = float(st["step"])
@@ -249,8 +245,13 @@ class HFEngine:
             raise ValueError("one adapter (or None) per prompt")
         if self.sampler is not None:
             return self.sampler.generate(prompts, adapters, params, seed)
+        if self.unsloth and len(set(adapters)) > 1:
+            raise RuntimeError(
+                "this base was loaded through unsloth, whose fast decode uses the active adapter for every row, and no "
+                "vLLM samples for it: mixed-adapter generation would be silently wrong; install vllm (soarlite[gpu]) "
+                "for unsloth's shared vLLM, or set model.use_unsloth=false")
         tok = self.tokenizer
-        eos = tok.eos_token_id
+        eos = self.stop_ids
         out: list[Completion] = []
         for start in range(0, len(prompts), self.gen_batch):
             chunk = list(prompts[start : start + self.gen_batch])
@@ -278,8 +279,7 @@ class HFEngine:
             for row, mask, seq in zip(enc["input_ids"], enc["attention_mask"], seqs):
                 prompt_ids = row[mask.bool()].tolist()
                 ids = seq[width:].tolist()
-                if eos in ids:
-                    ids = ids[: ids.index(eos) + 1]
+                ids = cut_at_stop(ids, eos)
                 out.append(Completion(prompt_ids, ids, tok.decode(ids, skip_special_tokens=True)))
         return out
 
@@ -296,6 +296,8 @@ class HFEngine:
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
+        if grad and self.sampler is not None:
+            self.sampler.release()  # standby: vLLM's KV cache is freed while adapters train
         with torch.set_grad_enabled(grad), self._checkpointed(grad):
             if adapter is None:
                 ctx = self.model.disable_adapter() if self.model is not None else nullcontext()

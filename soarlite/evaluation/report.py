@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from soarlite import checkpoint
-from soarlite.eval import read_results
+from soarlite.evaluation.passk import read_results
 
 FIGSIZE, DPI = (8.0, 4.5), 100  # 800 x 450 pixels
 
@@ -52,7 +52,7 @@ def load_run(path: Path) -> Run:
 
 
 def _plt():
-    from soarlite.engine import require
+    from soarlite.extras import require
 
     require("matplotlib", "report")
     import matplotlib

@@ -1,26 +1,25 @@
-"""One CUDA card: what card this is, which dtype it gets, fp16 loss scaling, out-of-memory messages, unsloth.
+"""Hardware facts about one CUDA card: what card this is, which dtype it gets, fp16 loss scaling, out-of-memory facts
+and messages, and the CPU fix for bitsandbytes' 4-bit gradients.
 
-Nothing here imports torch, bitsandbytes or unsloth at module level: `soarlite plan` reads the card table without
-torch, and a CPU machine never imports anything CUDA-only. Each function imports what it needs when called.
+The bottom layer: nothing here imports anything of soarlite. Nothing here imports torch or bitsandbytes at module
+level either: `soarlite plan` reads the card table without torch, and a CPU machine never imports anything
+CUDA-only. Each function imports what it needs when called.
 
 What is tested where (see docs/performance.md): the card table, dtype choice per compute capability (with a
-monkeypatched capability), the loss scaler, the CPU fix for bitsandbytes' 4-bit gradients, the error messages and the
-unsloth sampler's adapter hand-over (with a stand-in for vLLM) run on a CPU in tests/test_gpu_cpu.py. Loading through
-unsloth and sampling with its in-process vLLM (`load_unsloth`, `UnslothSampler` with a real engine) have NOT run
-anywhere yet: they need a CUDA card with unsloth and vllm installed (tests/test_gpu.py, marked `gpu`).
+monkeypatched capability), the loss scaler, the CPU fix for bitsandbytes' 4-bit gradients and the error messages run
+on a CPU in tests/test_gpu_cpu.py; tests/test_gpu.py (marked `gpu`) needs a CUDA card.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import re
 import shutil
 import subprocess
-import tempfile
-import weakref
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 GIB = 2**30
 
@@ -30,7 +29,7 @@ GIB = 2**30
 class Card:
     """A CUDA card as the planner sees it. Figures are vendor spec-sheet values (dense tensor-core FP16/BF16 peak,
     memory bandwidth), rounded; `mem_gib` is what nvidia-smi reports as total memory. They set the time estimates
-    only through the utilisation assumptions in soarlite/plan.py, and are replaced by measurement with --measure."""
+    only through the utilisation assumptions in soarlite/plan/throughput.py, and are replaced by measurement with --measure."""
 
     name: str
     mem_gib: float
@@ -144,6 +143,33 @@ def card_from_torch() -> Card | None:
     return Card(props.name, round(mem_gib, 1), 71, 936, cap)
 
 
+class NoCuda(RuntimeError):
+    """A recipe that needs a CUDA card, on a machine where torch sees none. The message is one line."""
+
+
+def require_cuda(cfg) -> None:
+    """Stop before anything loads when the recipe says `device: cuda` and torch sees no CUDA device: a 3B recipe
+    must never fall back to a CPU silently. Raises NoCuda with one line naming the likely causes. A machine without
+    torch at all is left to the engine's install message."""
+    if getattr(cfg, "device", "auto") != "cuda":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = getattr(torch.version, "cuda", None)
+    why = (f"this torch is a CUDA {build} build, so the NVIDIA driver may be too old for it (nvidia-smi shows the "
+           "CUDA version the driver supports)" if build else
+           f"this torch ({torch.__version__}) is a CPU-only build: install the CUDA set with pip install "
+           "'soarlite[gpu]' (it needs Python >= 3.11)")
+    raise NoCuda(f"{cfg.name}: device: cuda, but torch sees no CUDA device; {why}; "
+                 "to run on the CPU anyway (slow) pass device=cpu")
+
+
 # ------------------------------------------------------------------------------------------------ dtype
 def dtype_name(requested: str, device: str, capability: tuple[int, int] | None) -> str:
     """auto: float32 on a CPU; bfloat16 on cards of compute capability 8.0 or more (Ampere and later); float16 below
@@ -153,6 +179,15 @@ def dtype_name(requested: str, device: str, capability: tuple[int, int] | None) 
     if device != "cuda":
         return "float32"
     return "bfloat16" if capability is not None and capability >= (8, 0) else "float16"
+
+
+def pick_dtype(name: str, device: str) -> torch.dtype:
+    """The torch dtype for `dtype_name`: auto is fp32 on CPU; bf16 on cards that have it (compute capability >= 8);
+    fp16 on older ones (T4), where the engine scales the loss (LossScaler). A named dtype is taken as asked."""
+    import torch
+
+    capability = tuple(torch.cuda.get_device_capability()) if device == "cuda" and name == "auto" else None
+    return getattr(torch, dtype_name(name, device, capability))
 
 
 # ------------------------------------------------------------------------------------------------ fp16 loss scaling
@@ -228,16 +263,6 @@ _ScaleGrad = _LazyScaleGrad()
 
 
 # ------------------------------------------------------------------------------------------------ 4-bit (bitsandbytes)
-def require_bnb() -> None:
-    from soarlite.engine import MissingExtra
-
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise MissingExtra(
-            "bitsandbytes is not installed (model.load_in_4bit: true needs it); install it with: "
-            "pip install 'soarlite[bnb]' (or the whole CUDA set: 'soarlite[gpu]')"
-        )
-
-
 def fix_bnb_cpu_gradients(model) -> int:
     """bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a Linear4bit's weight for its inference kernel the first
     time the layer runs in eval mode on an input that needs no gradient (generation does), and from then on every
@@ -284,165 +309,6 @@ def oom_message(cfg, phase: str, step: int | None, run_dir, peak_gib: float | No
         f"finished step (checkpoints are atomic); continue with --resume {run_dir} after lowering "
         f"{', '.join(order[:-1])} or {order[-1]}. `soarlite plan --recipe {cfg.name}` shows what each costs."
     )
-
-
-# ------------------------------------------------------------------------------------------------ unsloth
-def use_unsloth(setting, device: str) -> bool:
-    """model.use_unsloth: true (must be there), false, or auto (when installed and on CUDA)."""
-    if setting is False or device != "cuda":
-        if setting is True and device != "cuda":
-            raise RuntimeError("model.use_unsloth: true needs a CUDA card; set it to auto or false on this machine")
-        return False
-    found = importlib.util.find_spec("unsloth") is not None
-    if setting is True and not found:
-        from soarlite.engine import MissingExtra
-
-        raise MissingExtra("unsloth is not installed (model.use_unsloth: true); install it with: pip install 'soarlite[gpu]'")
-    return found
-
-
-def load_unsloth(cfg, model_dir: str, dtype, fast_inference: bool, gpu_memory_utilization: float = 0.45):
-    """UNTESTED HERE (no CUDA card in this project's CI): the base through unsloth, 4-bit, with its patched kernels,
-    and with fast_inference its in-process vLLM (`model.vllm_engine`) built on the same weights: one copy of the base
-    on the card. LoRA adapters are then added by peft as on the plain path (several named adapters; unsloth's own
-    get_peft_model makes only the one named `default`). Returns (model, tokenizer)."""
-    from unsloth import FastLanguageModel  # noqa: I001  (unsloth must be imported before transformers patches)
-
-    kwargs = dict(
-        model_name=model_dir,
-        max_seq_length=cfg.model.max_seq_len,
-        dtype=dtype,
-        load_in_4bit=cfg.model.load_in_4bit,
-        fast_inference=fast_inference,
-    )
-    if fast_inference:
-        kwargs.update(max_lora_rank=cfg.model.lora_rank, gpu_memory_utilization=gpu_memory_utilization)
-    return FastLanguageModel.from_pretrained(**kwargs)
-
-
-class UnslothSampler:
-    """Sampling with unsloth's in-process vLLM (`model.vllm_engine`), adapters handed over through files.
-
-    What is known of unsloth's own in-memory route (unsloth_zoo.vllm_utils.load_lora, read 2026-11): with
-    load_tensors=True it takes every `.lora_A.`/`.lora_B.` tensor of the model's state_dict and strips `.default`
-    from the names, so it expects exactly one adapter, named `default`; and it hands vLLM a new LoRARequest id on
-    every call. With the teacher, the baseline student and the throwaway students all resident as named peft
-    adapters, that route would mix every adapter's tensors into one request. So this sampler goes through files,
-    as VLLMEngine does: an adapter whose weights changed since vLLM last saw it (the engine's version counter) is
-    written in PEFT format to a scratch folder and handed over under a NEW lora_int_id (vLLM caches adapters by
-    id: a reused id would serve stale weights); the old id is removed from vLLM and its files deleted.
-    The hand-over logic is tested on a CPU with a stand-in for vLLM (tests/test_gpu_cpu.py); the real engine is not.
-    """
-
-    def __init__(self, engine, llm):
-        self.engine = engine  # the HFEngine: save_adapter, versions, tokenizer
-        self.llm = llm
-        self._scratch = tempfile.mkdtemp(prefix="soarlite-unsloth-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)
-        self._loaded: dict[str, tuple[int, object]] = {}  # adapter -> (version handed over, LoRARequest)
-        self._next_id = 0
-
-    def _lora_request_cls(self):
-        from vllm.lora.request import LoRARequest
-
-        return LoRARequest
-
-    def request(self, name: str):
-        version = self.engine.versions.get(name)
-        if version is None:
-            raise KeyError(f"no adapter {name!r}")
-        have = self._loaded.get(name)
-        if have is not None and have[0] == version:
-            return have[1]
-        self.forget(name)
-        self._next_id += 1
-        path = Path(self._scratch) / f"{name}-{self._next_id}"
-        self.engine.save_adapter(name, str(path))
-        req = self._lora_request_cls()(name, self._next_id, str(path))
-        self._loaded[name] = (version, req)
-        return req
-
-    def forget(self, name: str) -> None:
-        have = self._loaded.pop(name, None)
-        if have is not None:
-            req = have[1]
-            with contextlib.suppress(Exception):  # an engine that already evicted it
-                self.llm.llm_engine.remove_lora(req.lora_int_id)
-            shutil.rmtree(req.lora_path, ignore_errors=True)
-
-    def generate(self, prompts, adapters, params, seed: int):
-        """Completions in the engine's format. Base rows (adapter None) get no LoRARequest."""
-        from vllm import SamplingParams as VSamplingParams
-        from vllm.inputs import TokensPrompt
-
-        from soarlite.engine import Completion
-        from soarlite.engine.vllm import request_seed
-
-        tok = self.engine.tokenizer
-        eos = tok.eos_token_id
-        ids = tok(list(prompts))["input_ids"]
-        reqs = [self.request(a) if a is not None else None for a in adapters]
-        # the same stop rules and per-prompt seeds as VLLMEngine (see its module docstring)
-        sp = [
-            VSamplingParams(
-                temperature=params.temperature, top_p=1.0, top_k=0, max_tokens=params.max_new_tokens,
-                ignore_eos=True, stop_token_ids=[eos], detokenize=False,
-                seed=request_seed(seed, j) if params.temperature > 0 else None,
-            )
-            for j in range(len(prompts))
-        ]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], sp, lora_request=reqs, use_tqdm=False)
-        done = []
-        for x, o in zip(ids, outs):
-            gen = list(o.outputs[0].token_ids)
-            done.append(Completion(list(x), gen, tok.decode(gen, skip_special_tokens=True)))
-        return done
-
-
-# ------------------------------------------------------------------------------------------------ a run's guard
-class BudgetReached(Exception):
-    """--max-hours: the outer step that crossed the budget is finished and checkpointed; the run stops here."""
-
-    def __init__(self, step: int, hours: float):
-        super().__init__(f"stopped after outer step {step}: the --max-hours budget of {hours:g} h is spent")
-        self.step, self.hours = step, hours
-
-
-class StepGuard:
-    """Wraps the run's reporter: remembers the outer step and phase (for the out-of-memory message), makes the
-    CUDA peak-memory counter per step (metrics.jsonl's peak_mem_mb is read at the end of each step), and stops the
-    run after the step that crosses --max-hours. It raises from outer_end, which the loop calls after the step's
-    checkpoint is committed, so a stop never loses a step."""
-
-    def __init__(self, report, max_hours: float | None, start: float | None = None):
-        import time
-
-        self._report = report
-        self.max_hours = max_hours
-        self.start = time.time() if start is None else start
-        self.step: int | None = None
-        self.phase_text = ""
-
-    def __getattr__(self, name):
-        return getattr(self._report, name)
-
-    def outer_start(self, t: int, total: int) -> None:
-        self.step, self.phase_text = t, ""
-        reset_peak_memory()
-        self._report.outer_start(t, total)
-
-    def phase(self, text: str) -> None:
-        self.phase_text = text
-        self._report.phase(text)
-
-    def outer_end(self, row: dict, state) -> None:
-        import time
-
-        self._report.outer_end(row, state)
-        total = getattr(self._report, "total", None)
-        more = total is None or state.step < total
-        if self.max_hours is not None and more and time.time() - self.start >= self.max_hours * 3600:
-            raise BudgetReached(state.step, self.max_hours)
 
 
 def reset_peak_memory() -> None:

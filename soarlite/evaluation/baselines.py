@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from contextlib import contextmanager
 from pathlib import Path
 
 from soarlite import checkpoint
 from soarlite.config import RecipeError
-from soarlite.prompts import QA
+from soarlite.data import load_problems
+from soarlite.evaluation import diversity
+from soarlite.evaluation import passk as ev
+from soarlite.evaluation.summary import hard_only_steps, train_fresh_student
+from soarlite.names import TEACHER, seed_for
+from soarlite.progress import Reporter
+from soarlite.session import session
+from soarlite.soar import sample_questions
+from soarlite.tasks import QA
 
 METHODS = ("hard-only", "pq", "ps", "base-teacher", "grounded-teacher", "intrinsic")
 EVAL_SEED = 12345  # one sample stream for every adapter (as in the run summary): differences are the adapters'
@@ -29,33 +36,6 @@ EVAL = "eval_adapter"
 
 
 # ------------------------------------------------------------------------------------------------ shared set-up
-def load_config(recipe: str | None, overrides: list[str], run: str | None):
-    """The recipe, or the run folder's resolved recipe, with overrides."""
-    from soarlite.config import load_recipe
-    from soarlite.runner import resolve_run
-
-    if recipe is None and run is None:
-        raise RecipeError("--recipe: name a recipe (see `soarlite recipes`) or give --run DIR")
-    if recipe is None:
-        return resolve_run(None, overrides, None, run)[0]
-    return load_recipe(recipe, overrides)
-
-
-@contextmanager
-def session(cfg, with_data: bool = True):
-    """The recipe's world, its engine (one model load) and a grader, for one command."""
-    from soarlite.engine import make_engine
-    from soarlite.rewards import Grader
-    from soarlite.runner import check_paths, resolve_world
-
-    if with_data:
-        check_paths(cfg)
-    world = resolve_world(cfg, with_data)
-    engine = make_engine(cfg, world.model_dir)
-    with Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s) as grader:
-        yield world, engine, grader
-
-
 def adapter_path(value: str, run: str | None) -> Path:
     """An adapter folder: a path, or with --run a name under the run's adapters/ (student, teacher)."""
     p = Path(value)
@@ -67,8 +47,6 @@ def adapter_path(value: str, run: str | None) -> Path:
 
 
 def test_problems(cfg, world, data: str | None):
-    from soarlite.data import load_problems
-
     if data:
         return load_problems(data, cfg.data.problem_field, cfg.data.answer_field)
     if not world.hard_test:
@@ -97,9 +75,6 @@ def _run_state(run: str | None) -> tuple[int, list[dict]]:
 def eval_command(cfg, adapter: str | None, run: str | None, data: str | None, samples: int, ks: list[int],
                  out: str | None, label: str | None, quiet: bool) -> tuple[dict, Path]:
     """`soarlite eval`: pass@k of the base model or an adapter; writes the result JSON."""
-    from soarlite import eval as ev
-    from soarlite.progress import Reporter
-
     path = adapter_path(adapter, run) if adapter else None
     label = label or (path.name if path else "base")
     if out:
@@ -119,39 +94,13 @@ def eval_command(cfg, adapter: str | None, run: str | None, data: str | None, sa
     return result, dest
 
 
-# ------------------------------------------------------------------------------------------------ Intrinsic-T reward
-def learnability(engine, grader, cfg, world, datasets: list[list[QA]], seed: int) -> list[float]:
-    """Intrinsic-T's reward of each dataset: the mean over its questions of r = 0 if s == 0 else 1 - s, with s the
-    baseline student's success rate over inner.group_size samples (the paper: 32), graded against the teacher's own
-    answer. It rewards questions the student sometimes solves, whether or not they help on the hard problems."""
-    from soarlite.data import Problem
-    from soarlite.evaluate import correct_counts
-    from soarlite.soar import STUDENT, seed_for
-
-    m = cfg.inner.group_size
-    questions = [Problem(qa.question, qa.answer) for d in datasets for qa in d]
-    counts = correct_counts(engine, grader, cfg, world, STUDENT, questions, m, seed_for(seed, "learnability"))
-    r = [0.0 if c == 0 else 1.0 - c / m for c in counts]
-    rewards, at = [], 0
-    for d in datasets:
-        rewards.append(sum(r[at : at + len(d)]) / len(d))
-        at += len(d)
-    return rewards
-
-
 # ------------------------------------------------------------------------------------------------ the baselines
 def _budget(cfg, run: str | None, steps: int | None) -> int:
-    from soarlite.evaluate import hard_only_steps
-
     return steps if steps else hard_only_steps(cfg, _run_state(run)[0])
 
 
 def _train_and_eval(engine, grader, cfg, world, label: str, questions: list[QA], order: list[int], steps: int,
                     problems, samples: int, ks, out: Path, report) -> dict:
-    from soarlite import eval as ev
-    from soarlite.evaluate import train_fresh_student
-    from soarlite.soar import seed_for
-
     name = slug(label).replace("-", "_")
     report.line(f"{label}: fresh student, {steps} RLOO steps on {len(questions)} questions")
     train_fresh_student(engine, grader, cfg, world, name, questions, order, steps, seed_for(cfg.seed, name), report)
@@ -165,8 +114,6 @@ def _train_and_eval(engine, grader, cfg, world, label: str, questions: list[QA],
 def teacher_questions(engine, grader, cfg, world, teacher: Path | None, count: int, seed: int) -> tuple[list[QA], float]:
     """`count` valid pairs from the teacher (the untrained one when `teacher` is None), rejection-sampled exactly as
     the loop samples them. Returns the pairs and the valid-output rate."""
-    from soarlite.soar import TEACHER, sample_questions
-
     if teacher is None:
         engine.create_adapter(TEACHER)  # a fresh LoRA has B = 0: the base model, which is the untrained teacher
     else:
@@ -177,17 +124,13 @@ def teacher_questions(engine, grader, cfg, world, teacher: Path | None, count: i
 
 
 def baseline_command(method: str, cfg, run: str | None, out: str | None, steps: int | None, order: str,
-                     questions: int, samples: int, ks: list[int], data: str | None, overrides: list[str],
-                     recipe: str | None, quiet: bool, relabel: str | None = None) -> tuple[dict, Path]:
+                     questions: int, samples: int, ks: list[int], data: str | None, quiet: bool,
+                     relabel: str | None = None) -> tuple[dict, Path]:
     """`soarlite baseline METHOD`: train and evaluate one baseline; returns the result and its file."""
-    from soarlite import eval as ev
-    from soarlite.progress import Reporter
-    from soarlite.soar import seed_for
-
     if method not in METHODS:
         raise RecipeError(f"baseline: {method!r} is not a baseline; use one of {', '.join(METHODS)}")
-    if method == "intrinsic":
-        return _intrinsic(cfg, run, out, steps, questions, samples, ks, data, overrides, recipe, quiet)
+    if method == "intrinsic":  # a SOAR run of its own, then Grounded-T on its teacher: soarlite.runner.intrinsic_baseline
+        raise RecipeError("baseline intrinsic: run it with `soarlite baseline intrinsic` (a SOAR run of its own)")
     if method in ("pq", "ps", "grounded-teacher") and not run:
         raise RecipeError(f"baseline {method}: --run DIR: name the SOAR run it comes from")
     if method == "ps":
@@ -224,7 +167,7 @@ def baseline_command(method: str, cfg, run: str | None, out: str | None, steps: 
             idx = list(range(len(qs)))
             rng.shuffle(idx)
             label = relabel or label
-            extra = {"teacher_valid_rate": valid, "diversity": ev.diversity([q.question for q in qs])}
+            extra = {"teacher_valid_rate": valid, "diversity": diversity.diversity([q.question for q in qs])}
             (folder / "baselines").mkdir(parents=True, exist_ok=True)
             checkpoint.write_text_atomic(folder / "baselines" / f"{slug(label)}-questions.jsonl",
                                          checkpoint.jsonl(dataclasses.asdict(q) for q in qs))
@@ -234,20 +177,3 @@ def baseline_command(method: str, cfg, run: str | None, out: str | None, steps: 
     dest = folder / "eval" / f"{slug(label)}.json"
     ev.write_result(dest, result)
     return result, dest
-
-
-def _intrinsic(cfg, run, out, steps, questions, samples, ks, data, overrides, recipe, quiet):
-    """A SOAR run with the learnability reward (continued where --run names one), then, as Grounded-T, a fresh
-    student on questions from its trained teacher."""
-    from soarlite import runner
-
-    extra = ["outer.reward=intrinsic"]
-    if run and cfg.outer.reward != "intrinsic":
-        raise RecipeError(f"--run: {run} is a grounded SOAR run; Intrinsic-T makes its own run (leave out --run)")
-    if run:
-        run_dir = runner.run(None, overrides + extra, None, run, quiet)
-    else:
-        run_dir = runner.run(recipe, overrides + extra, out or str(Path("runs") / f"{cfg.name}-intrinsic"), None, quiet)
-    cfg = load_config(None, overrides + extra, str(run_dir))
-    return baseline_command("grounded-teacher", cfg, str(run_dir), None, steps, "mixed", questions, samples, ks, data,
-                            overrides, None, quiet, relabel="Intrinsic-T")

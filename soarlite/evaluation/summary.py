@@ -7,24 +7,18 @@ import random
 
 from soarlite import checkpoint
 from soarlite.config import Config
-from soarlite.engine import OptimizerSpec, SamplingParams
-from soarlite.prompts import QA
+from soarlite.engine import OptimizerSpec
+from soarlite.names import seed_for
+from soarlite.scoring import sampled_counts
+from soarlite.soar import Student, train_students
+from soarlite.tasks import QA
 
 HARD_ONLY = "hard_only"
 
 
-def correct_counts(engine, grader, cfg: Config, world, adapter: str | None, problems, samples: int, seed: int) -> list[int]:
-    """How many of `samples` answers per problem at the student temperature are right, one count per problem."""
-    prompts = [world.student_prompt(p.problem) for p in problems for _ in range(samples)]
-    refs = [p.answer for p in problems for _ in range(samples)]
-    outs = engine.generate(prompts, [adapter] * len(prompts), SamplingParams(cfg.inner.temperature, cfg.inner.max_new_tokens), seed)
-    right = grader.correct([(c.text, r) for c, r in zip(outs, refs)])
-    return [sum(right[i * samples : (i + 1) * samples]) for i in range(len(problems))]
-
-
 def pass_at_1(engine, grader, cfg: Config, world, adapter: str | None, problems, samples: int, seed: int) -> float:
     """Mean correctness of `samples` answers per problem at the student temperature (the unbiased pass@1)."""
-    return sum(correct_counts(engine, grader, cfg, world, adapter, problems, samples, seed)) / (len(problems) * samples)
+    return sum(sampled_counts(engine, grader, cfg, world, adapter, problems, samples, seed)) / (len(problems) * samples)
 
 
 def hard_only_steps(cfg: Config, promotions: int) -> int:
@@ -36,8 +30,6 @@ def train_fresh_student(engine, grader, cfg: Config, world, name: str, questions
                         seed: int, report) -> str:
     """A new student adapter (the base model) trained by the inner loop for `steps` RLOO steps on `questions`, taken in
     `order` (cycled). The one way every baseline trains, so that a step costs the same everywhere."""
-    from soarlite.soar import Student, train_students
-
     engine.create_adapter(name, OptimizerSpec(cfg.inner.lr, total_steps=steps))
     budget = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, steps=steps))
     train_students(engine, grader, budget, world, [Student(name, 0, questions, order)], seed, report)
@@ -46,8 +38,6 @@ def train_fresh_student(engine, grader, cfg: Config, world, name: str, questions
 
 def train_hard_only(engine, grader, cfg: Config, world, steps: int, report) -> str:
     """Hard-Only: RLOO straight on the hard train split, with the inner loop's settings, for `steps` steps."""
-    from soarlite.soar import seed_for
-
     questions = [QA(p.problem, p.answer) for p in world.hard_train]
     order = list(range(len(questions)))
     random.Random(seed_for(cfg.seed, "hard_only")).shuffle(order)

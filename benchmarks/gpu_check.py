@@ -1,0 +1,242 @@
+"""The first thing to run on a GPU machine: the real-model path at the real shapes, offline (it replaced
+benchmarks/plan_vs_torch.py).
+
+    python benchmarks/gpu_check.py [--settings math-24gb,math-t4] [--out gpu_check.json] [--smoke]
+
+Models with the real shapes of Llama-3.2-1B and 3B (benchmarks/configs/*.json, shipped here: random weights, a
+tokenizer made on the spot, nothing downloaded) on the 4-bit NF4 base, loaded through HFEngine exactly as a run
+loads it. For each recipe setting (math-24gb and math-t4 by default; both use the 1B shape):
+  memory     peak memory per part (base, adapters + AdamW, one inner step's sampling, the students' updates, one
+             teacher micro-batch), measured with torch.cuda.max_memory_allocated, beside the planner's figure;
+  lockstep   the students' rollouts of one inner step in ONE mixed-adapter call against one call per student
+             (same rollouts), with the engine that runs here without vLLM: transformers + peft;
+  preflight  the pre-flight check's mechanics (soarlite/preflight.py): its adapter made and removed, its time, and
+             before/after counts on a stand-in task ("the first token's id is even": a random model cannot do math);
+then writes one JSON (--out) and prints a Markdown table for docs/performance.md naming the card.
+Needs only torch, transformers, peft and bitsandbytes (vLLM and unsloth do not travel to every GPU machine). Without
+a CUDA device it says so and exits 0; --smoke runs the code path on a CPU with the shapes shrunk (no memory figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIGS = ROOT / "benchmarks" / "configs"
+SETTINGS = {"math-24gb": "llama-3.2-1b", "math-t4": "llama-3.2-1b"}
+
+
+def write_model(config_name: str, out: Path, device: str, smoke: bool) -> Path:
+    """A random model with the shipped config, and a word-level tokenizer of its vocabulary size ("<id>" tokens)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, PreTrainedTokenizerFast
+
+    raw = json.loads((CONFIGS / f"{config_name}.json").read_text())
+    if smoke:  # the code path only: a small model of the same kind
+        raw.update(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=32, vocab_size=1024, bos_token_id=1, eos_token_id=[2, 3])
+    raw.pop("architectures", None)
+    raw.pop("model_type", None)
+    config = LlamaConfig(**raw)
+    vocab = {f"<{i}>": i for i in range(config.vocab_size)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<4>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=f"<{config.bos_token_id}>", eos_token=f"<{eos[-1]}>",
+                                  pad_token="<0>", unk_token="<4>")
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=eos, pad_token_id=0)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+class StandIn:
+    """A world and grader for the pre-flight mechanics: right = the first generated token's id is even."""
+
+    teacher_prompt = "<5> <6> <7>"
+
+    def student_prompt(self, q):
+        return q
+
+    def parse_teacher(self, texts):
+        from soarlite.tasks import QA
+
+        return [QA(f"<{10 + k}> <{20 + k}>", "even") for k, _ in enumerate(texts)]
+
+    @staticmethod
+    def _even(text):
+        first = text.split(" ", 1)[0] if text else ""
+        return first.startswith("<") and first[1:-1].isdigit() and int(first[1:-1]) % 2 == 0
+
+    def rewards(self, pairs):
+        return [float(self._even(t)) for t, _ in pairs]
+
+    def correct(self, pairs):
+        return [self._even(t) for t, _ in pairs]
+
+
+def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path) -> dict:
+    import torch
+
+    from soarlite import hardware, plan, preflight, rloo
+    from soarlite.config import load_recipe
+    from soarlite.engine import Completion, OptimizerSpec, SamplingParams
+    from soarlite.engine.hf import HFEngine
+
+    def allocated() -> int:
+        return torch.cuda.memory_allocated() if cuda else 0
+
+    def peak() -> int:
+        return torch.cuda.max_memory_allocated() if cuda else 0
+
+    def reset() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    over = ["engine=hf", "model.use_unsloth=false"] + ([] if cuda else ["device=cpu"])
+    if smoke:
+        over += ["outer.g=2", "outer.r=2", "outer.n=4", "outer.M=4", "outer.max_new_tokens=8", "outer.micro_batch=2",
+                 "inner.batch_size=2", "inner.group_size=2", "inner.max_new_tokens=8", "inner.micro_batch=4",
+                 "inner.steps=2", "model.max_seq_len=256"]
+    cfg = load_recipe(recipe, over)
+    shape = plan.model_shape(cfg)
+    card = hardware.card_from_torch() if cuda else hardware.CARDS["t4"]
+    mode = plan.resolve_mode(cfg, card, unsloth=False)
+    mem = plan.memory(cfg, shape, card, mode, hardware.dtype_name(cfg.model.dtype, "cuda", card.capability))
+    parts = mem["parts"]
+    planned = {"base weights": parts["base"], "adapters + AdamW": parts["adapters"] + parts["adamw"],
+               "sample (KV + prefill)": parts["sample"], "train (activations)": parts["student_train"],
+               "teacher micro-batch": parts["teacher_train"], "allocated at the peak": mem["allocated"]}
+    model_dir = write_model(SETTINGS[recipe], tmp / recipe, "cuda" if cuda else "cpu", smoke)
+    cfg.model.base = str(model_dir)
+    measured: dict[str, float] = {}
+    reset()
+    start = allocated()
+    engine = HFEngine(cfg, str(model_dir))
+    measured["base weights"] = allocated() - start
+    i, o = cfg.inner, cfg.outer
+    s_flight, _ = plan.students_in_flight(cfg)
+    p_teacher, p_student = plan.prompt_tokens(cfg, shape) if not smoke else (16, 16)
+    g = torch.Generator().manual_seed(0)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(8, len(engine.tokenizer), (n,), generator=g).tolist()
+
+    engine.create_adapter("teacher", OptimizerSpec(o.lr, 10))
+    engine.create_adapter("student")
+    names = [f"s{k}" for k in range(s_flight)]
+    short = [Completion(ids(8), ids(8), "") for _ in range(2)]
+    before = allocated()
+    for n in ["teacher", *names]:
+        if n != "teacher":
+            engine.create_adapter(n, OptimizerSpec(i.lr, 10), copy_from="student")
+        rloo.update(engine, n, short, [1.0, -1.0], 0.0, 2)  # materialises its optimiser state
+    measured["adapters + AdamW"] = allocated() - before
+    persistent = allocated()
+
+    prompt = " ".join(f"<{t}>" for t in ids(p_student - 1))
+    per_student = i.batch_size * i.group_size
+    params = SamplingParams(i.temperature, i.max_new_tokens)
+    reset()
+    t0 = time.time()
+    outs = engine.generate([prompt] * (per_student * s_flight), [n for n in names for _ in range(per_student)], params,
+                           seed=0)
+    lockstep_s = time.time() - t0
+    measured["sample (KV + prefill)"] = peak() - persistent
+    top = peak()
+    t0 = time.time()
+    for n in names:
+        engine.generate([prompt] * per_student, [n] * per_student, params, seed=0)
+    one_at_a_time_s = time.time() - t0
+    reset()
+    for k, n in enumerate(names):
+        batch = outs[k * per_student : (k + 1) * per_student]
+        rloo.update(engine, n, batch, [1.0 if j % 2 else -1.0 for j in range(len(batch))], i.kl_coef, i.micro_batch)
+    measured["train (activations)"] = peak() - persistent
+    top = max(top, peak())
+    reset()
+    teacher = [Completion(ids(p_teacher), ids(o.max_new_tokens), "") for _ in range(o.micro_batch)]
+    rloo.update(engine, "teacher", teacher, [1.0 if j % 2 else -1.0 for j in range(o.micro_batch)], o.kl_coef,
+                o.micro_batch)
+    measured["teacher micro-batch"] = peak() - persistent
+    measured["allocated at the peak"] = max(top, peak())
+
+    adapters_before = list(engine.adapters)
+    pf = preflight.check(cfg, StandIn(), engine, StandIn(), samples=2, questions=min(o.n, 8))
+    rows = [{"part": k, "planner_gib": planned[k] / plan.GIB, "torch_gib": measured[k] / plan.GIB,
+             "error": (planned[k] - measured[k]) / measured[k] if measured[k] else None} for k in planned]
+    return {
+        "recipe": recipe, "shape": SETTINGS[recipe], "students": s_flight, "dtype": str(engine.dtype),
+        "rows": rows,
+        "lockstep": {"engine": "transformers + peft (HFEngine)", "one_call_s": lockstep_s,
+                     "one_per_student_s": one_at_a_time_s, "speedup": one_at_a_time_s / max(lockstep_s, 1e-9),
+                     "rollouts": per_student * s_flight, "mean_len": sum(len(c.ids) for c in outs) / len(outs)},
+        "preflight": {"seconds": pf.seconds, "before": pf.before, "after": pf.after, "questions": pf.questions,
+                      "samples": pf.samples, "skipped": pf.skipped,
+                      "adapters_restored": list(engine.adapters) == adapters_before},
+    }
+
+
+def table(card: str, results: list[dict]) -> str:
+    lines = [f"GPU check on {card} (benchmarks/gpu_check.py; random weights, real shapes, 4-bit base)", "",
+             "| setting | part | planner GiB | torch GiB | planner error |", "|---|---|---:|---:|---:|"]
+    for r in results:
+        for row in r["rows"]:
+            err = f"{row['error']:+.0%}" if row["error"] is not None else "-"
+            lines.append(f"| {r['recipe']} ({r['shape']}) | {row['part']} | {row['planner_gib']:.2f} | "
+                         f"{row['torch_gib']:.2f} | {err} |")
+    lines += ["", "| setting | rollouts | one mixed call s | one call per student s | lockstep speed-up | pre-flight s |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lk, pf = r["lockstep"], r["preflight"]
+        lines.append(f"| {r['recipe']} | {lk['rollouts']} | {lk['one_call_s']:.1f} | {lk['one_per_student_s']:.1f} | "
+                     f"{lk['speedup']:.2f}x | {pf['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", default="math-24gb,math-t4")
+    ap.add_argument("--out", default="gpu_check.json")
+    ap.add_argument("--smoke", action="store_true", help="the code path on a CPU, shapes shrunk, no memory figures")
+    a = ap.parse_args()
+    try:
+        import torch
+    except ImportError:
+        print("gpu_check: torch is not installed; nothing measured")
+        return 0
+    cuda = torch.cuda.is_available() and not a.smoke
+    if not cuda and not a.smoke:
+        print(f"gpu_check: torch {torch.__version__} sees no CUDA device; nothing measured (a GPU machine is needed; "
+              "--smoke checks the code path on a CPU)")
+        return 0
+    card = f"{torch.cuda.get_device_name(0)} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB)" \
+        if cuda else "cpu (smoke: no memory figures)"
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for recipe in a.settings.split(","):
+            results.append(check_setting(recipe.strip(), cuda, a.smoke, Path(tmp)))
+            if cuda:
+                torch.cuda.empty_cache()
+    Path(a.out).write_text(json.dumps({"card": card, "torch": torch.__version__, "results": results}, indent=1))
+    print(table(card, results))
+    print(f"\nwrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
