@@ -6,7 +6,7 @@
 Every trained arm gets `--steps` RLOO steps of the tiny recipe's inner loop (inner.batch_size questions x
 inner.group_size rollouts, inner.lr, ...; overrides as in `soarlite run`). Prints a markdown table (pass@1, pass@32
 with a 95% bootstrap interval over hard test problems, per seed) and the paired differences; --out writes the JSON.
-See soarlite/toy/probe.py and docs/toy-world.md.
+See soarlite/probe.py and docs/toy-world.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
 
     from soarlite import toy
-    from soarlite.toy.probe import run_probe
+    from soarlite.probe import run_probe
 
     world = a.world
     if world is None:

@@ -196,13 +196,7 @@ def _build(out: Path, seed: int, settings: dict, verbose: bool, keep_existing: b
         # 32 answers, each round only for the candidates with none right so far: a solved candidate is out whatever
         # its other answers, and every kept one still has k answers, none right.
         k = s["fail_k"]
-        n_right, alive = [0] * len(candidates), list(range(len(candidates)))
-        for r, size in enumerate([min(32, k - j) for j in range(0, k, 32)]):
-            prompts = [student_prompt(candidates[i].question) for i in alive for _ in range(size)]
-            outs = sample(model, tok, prompts, max_new_tokens=_student_tokens(hard_level), seed=seed * 1000 + 7 + 100 * r)
-            for n, i in enumerate(alive):
-                n_right[i] += sum(check(o, candidates[i].answer) for o in outs[n * size:(n + 1) * size])
-            alive = [i for i in alive if n_right[i] == 0]
+        n_right = fail_at_k_counts(model, tok, candidates, k, hard_level, seed)
         # n_right counts right answers until a candidate was out (a lower bound of its count of k)
         hard = [p for p, c in zip(candidates, n_right) if c == 0]
         random.Random(f"toy/split/{seed}").shuffle(hard)
@@ -269,6 +263,25 @@ def _greedy_acc(model, tok, probs, sample, check, student_prompt) -> float:
     outs = sample(model, tok, [student_prompt(p.question) for p in probs], temperature=0,
                   max_new_tokens=_student_tokens(max(p.level for p in probs)), seed=0)
     return sum(check(o, p.answer) for o, p in zip(outs, probs)) / len(probs)
+
+
+def fail_at_k_counts(model, tok, candidates: list, k: int, level: int, seed: int) -> list[int]:
+    """The build's fail@k sampling: k temperature-1 answers per candidate, in rounds of at most 32, each round only for
+    the candidates with none right so far (a solved candidate is out whatever its other answers, and every kept one
+    still has k answers, none right). Returns right answers per candidate until it was out (a lower bound of its
+    count of k). Deterministic for a given model, candidates, seed and torch thread count: the test suite re-runs it
+    on the saved model to check the hard split."""
+    from .model import sample
+    from .world import check, student_prompt
+
+    n_right, alive = [0] * len(candidates), list(range(len(candidates)))
+    for r, size in enumerate([min(32, k - j) for j in range(0, k, 32)]):
+        prompts = [student_prompt(candidates[i].question) for i in alive for _ in range(size)]
+        outs = sample(model, tok, prompts, max_new_tokens=_student_tokens(level), seed=seed * 1000 + 7 + 100 * r)
+        for n, i in enumerate(alive):
+            n_right[i] += sum(check(o, candidates[i].answer) for o in outs[n * size:(n + 1) * size])
+        alive = [i for i in alive if n_right[i] == 0]
+    return n_right
 
 
 def cache_dir(settings: dict, seed: int = 0, cache_root: Path | None = None) -> Path:

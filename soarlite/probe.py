@@ -8,8 +8,10 @@ then measure pass@1 and pass@32 (the unbiased estimator, 32 samples at the stude
 split, with a 95% bootstrap interval over problems. A world is fair for SOAR when stones >> hard_only ~ none: the
 hard problems give RLOO nothing to learn from, and easier problems the teacher could learn to write do.
 
-Every arm uses the project's own machinery: HFEngine, the inner loop (evaluate.train_fresh_student ->
-soar.train_students -> rloo), the grader's math_reward, evaluate.correct_counts and eval.pass_at_k.
+Every arm uses the project's own machinery: the recipe's engine, the inner loop
+(evaluation.summary.train_fresh_student -> soar.train_students -> rloo), the toy task's grader (grading.Grader),
+scoring.sampled_counts and evaluation.passk.pass_at_k. It has its own layer just above evaluation (pyproject's import-linter
+contract), not in soarlite.toy, which sits below the loop and must not import it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def paired_bootstrap(a: list[float], b: list[float], reps: int = 2000, seed: int
 
 
 def summarise_counts(counts: list[int], samples: int, ks=(1, 32)) -> dict:
-    from soarlite.eval import pass_at_k
+    from soarlite.evaluation.passk import pass_at_k
 
     out = {"solved": sum(c > 0 for c in counts), "problems": len(counts)}
     for k in ks:
@@ -74,26 +76,29 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
     import torch
 
     from soarlite.data import load_problems
-    from soarlite.engine.hf import HFEngine
-    from soarlite.evaluate import correct_counts, train_fresh_student
-    from soarlite.prompts import QA
-    from soarlite.rewards import Grader
-    from soarlite.soar import World, accuracy, seed_for
-
-    from .world import TEACHER_PROMPT, stepping_stones, student_prompt
+    from soarlite.engine import make_engine
+    from soarlite.evaluation.summary import train_fresh_student
+    from soarlite.names import seed_for
+    from soarlite.scoring import sampled_counts
+    from soarlite.session import make_grader
+    from soarlite.soar import accuracy
+    from soarlite.tasks import QA, World, load_task
+    from soarlite.toy import stepping_stones
 
     world_dir = Path(world_dir)
     meta = json.loads((world_dir / "world.json").read_text())
     cfg = probe_config(world_dir, list(overrides))
     torch.use_deterministic_algorithms(True)
+    task = load_task("toy", {})
     world = World(
+        task=task,
         model_dir=str(world_dir / "model"),
-        hard_train=load_problems(str(world_dir / "hard_train.jsonl"), "problem", "answer"),
-        hard_test=load_problems(str(world_dir / "hard_test.jsonl"), "problem", "answer"),
-        teacher_prompt=TEACHER_PROMPT,
-        student_prompt=student_prompt,
+        hard_train=load_problems(world_dir / "hard_train.jsonl"),
+        hard_test=load_problems(world_dir / "hard_test.jsonl"),
+        teacher_prompt=task.teacher_prompt,
+        student_prompt=task.student_prompt,
     )
-    engine = HFEngine(cfg, world.model_dir)
+    engine = make_engine(cfg, world.model_dir)
     engine.create_adapter("probe_keep")  # the engine keeps one adapter at least; each arm's is deleted after it
     i = cfg.inner
     n_questions = steps * i.batch_size
@@ -101,7 +106,7 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
     stone_levels = tuple(meta["settings"].get("stone_levels", (1, 2, 3)))
     runs = []
     t_all = time.time()
-    with Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s) as grader:
+    with make_grader(cfg) as grader:
         for seed in seeds:
             eval_seed = seed_for("probe-eval", seed)  # the same sample stream for every arm of a seed
             for arm in arms:
@@ -119,7 +124,7 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
                     random.Random(seed_for("probe-order", arm, seed)).shuffle(order)
                     adapter = train_fresh_student(engine, grader, cfg, world, f"probe_{arm}", questions, order, steps,
                                                   seed_for("probe-train", arm, seed), _Quiet())
-                counts = correct_counts(engine, grader, cfg, world, adapter, world.hard_test, samples, eval_seed)
+                counts = sampled_counts(engine, grader, cfg, world, adapter, world.hard_test, samples, eval_seed)
                 # what SOAR's teacher reward sees: greedy accuracy on the hard train split (Q_R is drawn from it)
                 greedy = accuracy(engine, grader, cfg, world, [adapter], world.hard_train)[0] if greedy_train else None
                 if adapter:
@@ -144,7 +149,7 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
 
 def _diffs(runs: list[dict], samples: int) -> list[dict]:
     """Per seed: stones - hard_only and hard_only - none in pass@32, with a paired bootstrap interval over problems."""
-    from soarlite.eval import pass_at_k
+    from soarlite.evaluation.passk import pass_at_k
 
     k = min(32, samples)
     by = {(r["arm"], r["seed"]): [pass_at_k(samples, c, k) for c in r["counts"]] for r in runs}
