@@ -11,30 +11,79 @@ from soarlite.toy.world import Problem, random_problem
 
 def test_generator_exact_values():
     (p,) = toy.problems(0, 3, 1)
-    assert p == Problem(12, (("*", 2), ("-", 9), ("-", 9)))
-    assert p.question == "Start with 12. Multiply by 2. Subtract 9. Subtract 9."
-    assert p.answer == 6 and p.level == 3
-    assert p.row() == {"problem": p.question, "answer": "6", "level": 3}
-    assert toy.problems(7, 5, 1)[0] == Problem(10, (("*", 4), ("-", 1), ("*", 2), ("-", 6), ("+", 8)))
+    assert p == Problem(12, (("*", 2), ("-", 9), ("-", 8)))
+    assert p.question == "12 *2 -9 -8"
+    assert p.answer == 7 and p.level == 3
+    assert p.row() == {"problem": p.question, "answer": "7", "level": 3}
+    assert toy.problems(7, 5, 1)[0] == Problem(10, (("*", 4), ("-", 1), ("*", 2), ("-", 7), ("+", 8)))
 
 
 def test_formats():
-    p = Problem(12, (("*", 2), ("-", 9), ("-", 9)))
-    assert p.teacher_text() == (
-        "12 * 2 = 24. 24 - 9 = 15. 15 - 9 = 6.\n"
-        "<question>Start with 12. Multiply by 2. Subtract 9. Subtract 9.</question><answer>\\boxed{6}</answer>"
-    )
-    assert toy.student_prompt(p.question) + p.student_solution() == (
-        "Question: Start with 12. Multiply by 2. Subtract 9. Subtract 9.\n"
-        "Answer: 12 * 2 = 24. 24 - 9 = 15. 15 - 9 = 6. \\boxed{6}"
-    )
+    p = Problem(12, (("*", 2), ("-", 9), ("-", 8)))
+    assert p.teacher_text() == "12 *2=24 -9=15 -8=7\n<question>12 *2 -9 -8</question><answer>\\boxed{7}</answer>"
+    assert toy.student_prompt(p.question) + p.student_solution() == "Question: 12 *2 -9 -8\nAnswer: *2=24 -9=15 -8=7 \\boxed{7}"
     assert toy.TEACHER_PROMPT.endswith("\n")
-    assert toy.parse_pair(p.teacher_text()) == (p.question, "6")
+    assert toy.parse_pair(p.teacher_text()) == (p.question, "7")
     assert toy.parse_pair("<question>Q</question><answer>\\boxed{x}</answer>") is None
     assert toy.parse_pair("<question>Q</question>") is None
-    assert toy.check(p.student_solution(), "6") and toy.check(p.student_solution(), 6)
+    assert toy.check(p.student_solution(), "7") and toy.check(p.student_solution(), 7)
     assert not toy.check(" \\boxed{6} then \\boxed{7}", "6")
     assert not toy.check("6", "6") and not toy.check("\\boxed{six}", "6")
+
+
+def test_the_loop_grades_the_formats():
+    """The toy task parses the teacher and rewards students with the math task's parsers and checks: both read this
+    world's formats, in-process and through the grader's workers."""
+    from soarlite.grading import Grader
+    from soarlite.tasks import load_task, spec_for
+    from soarlite.tasks.math import parse_teacher_output
+    from soarlite.tasks.math_answers import REWARD_CORRECT
+
+    p = toy.problems(0, 8, 1)[0]
+    qa = parse_teacher_output(p.teacher_text())
+    assert (qa.question, qa.answer) == (p.question, str(p.answer))
+    task = load_task("toy", {})
+    assert task.reward(p.student_solution(), str(p.answer)) == REWARD_CORRECT
+    assert task.student_prompt(p.question) == toy.student_prompt(p.question)
+    with Grader(workers=1, task=spec_for("toy")) as grader:
+        assert grader.rewards([(p.student_solution(), str(p.answer))]) == [REWARD_CORRECT]
+        assert grader.correct([(p.student_solution(), str(p.answer + 1))]) == [False]
+        (parsed,) = grader.parse_teacher([p.teacher_text()])
+        assert (parsed.question, parsed.answer) == (p.question, str(p.answer))
+
+
+def test_sloppy_writer():
+    """Each written step is wrong with probability `noise`, an overshoot, and the chain goes on from what was written."""
+    p = toy.problems(0, 8, 1)[0]
+    assert p.written_values() == p.values() and p.student_solution(random.Random(0), 0.0) == p.student_solution()
+    rng, wrong, steps, right_chains = random.Random(0), 0, 0, 0
+    for _ in range(2000):
+        vals = p.written_values(rng, 0.5)
+        for (op, d), v, w in zip(p.ops, vals, vals[1:]):
+            true = v + d if op == "+" else v - d if op == "-" else v * d
+            assert 1 <= w - true <= 3 or w == true
+            wrong += w != true
+            steps += 1
+        right_chains += vals[-1] == p.answer
+    assert 0.47 < wrong / steps < 0.53
+    assert right_chains / 2000 < 0.01  # 0.5^8 = 0.004: a slip is never undone
+
+
+def test_difficulty_and_parse_question():
+    for p in toy.problems(3, 4, 20) + toy.problems(3, 1, 5):
+        assert toy.parse_question(p.question) == p
+        assert toy.difficulty(p.question) == p.level
+    assert toy.difficulty(" 5 +3 *2 ") == 2
+    for bad in ["", "5", "5 +", "5 +12", "Start with 5. Add 3.", "5 +3 /2", "x +3", "5" + " +3" * 13]:
+        assert toy.difficulty(bad) is None, bad
+
+
+def test_stepping_stones():
+    stones = toy.stepping_stones(0, 30)
+    assert stones == toy.stepping_stones(0, 30) and stones != toy.stepping_stones(1, 30)
+    assert sorted(p.level for p in stones) == [1] * 10 + [2] * 10 + [3] * 10
+    held = {p.question for p in stones[:5]}
+    assert not held & {p.question for p in toy.stepping_stones(0, 30, exclude=held)}
 
 
 def test_generator_determinism_and_range():
@@ -43,8 +92,9 @@ def test_generator_determinism_and_range():
     assert len({p.question for p in toy.problems(3, 4, 50)}) == 50
     rng = random.Random(0)
     for _ in range(2000):
-        p = random_problem(rng, rng.randint(1, 7))
+        p = random_problem(rng, rng.randint(1, 10))
         assert all(0 <= v <= 99 for v in p.values())
+        assert len(set(p.ops)) == p.level  # no (operation, digit) pair twice: the next step is never ambiguous
     held = {p.question for p in toy.problems(0, 2, 10)}
     assert not held & {p.question for p in toy.problems(0, 2, 20, exclude=held)}
 
@@ -78,6 +128,7 @@ def test_small_world_files(toy_world):
     assert not {r["problem"] for r in train} & {r["problem"] for r in test}
     tok = AutoTokenizer.from_pretrained(toy_world / "model")
     assert tok.bos_token and tok.eos_token and tok.pad_token
+    assert all(toy.difficulty(r["problem"]) == r["level"] for r in train + test)
     text = toy.student_prompt(train[0]["problem"])
     ids = tok(text)["input_ids"]
     assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == text
@@ -85,22 +136,32 @@ def test_small_world_files(toy_world):
 
 
 def test_hard_split_is_fail_at_k(toy_world):
-    """Re-sample the hard problems with a fresh seed: the model the world was built for still gets none right.
-    The small world uses k = SMALL_SETTINGS['fail_k'] = 16 samples per problem (the default world: 128)."""
+    """The hard split is exactly the candidates the saved model gets none of k right: the build's own fail@k sampling
+    (same candidates, seeds, rounds, one torch thread) re-run on the saved weights keeps the same problems.
+
+    Not a fresh draw: fail@k keeps the candidates that were unlucky in k tries, and with a per-problem success rate q
+    of a few per mille a fresh draw of k samples finds at least one right answer for about 1-(1-q)^k of them
+    (0.3 at q = 0.003, k = 128), so "a new seed gets none right" is false by design, not a bug."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from soarlite.toy.model import sample
+    from soarlite.toy.build import fail_at_k_counts
 
-    k = json.loads((toy_world / "world.json").read_text())["settings"]["fail_k"]
+    world = json.loads((toy_world / "world.json").read_text())
+    s, seed = world["settings"], world["seed"]
     model = AutoModelForCausalLM.from_pretrained(toy_world / "model")
     tok = AutoTokenizer.from_pretrained(toy_world / "model")
+    candidates = toy.problems(seed * 1000 + 1, s["hard_level"], s["n_hard_candidates"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(s["threads"])
+    try:
+        n_right = fail_at_k_counts(model, tok, candidates, s["fail_k"], s["hard_level"], seed)
+    finally:
+        torch.set_num_threads(threads)
+    kept = {p.question for p, c in zip(candidates, n_right) if c == 0}
     rows = _rows(toy_world / "hard_train.jsonl") + _rows(toy_world / "hard_test.jsonl")
-    torch.set_num_threads(1)
-    outs = sample(model, tok, [toy.student_prompt(r["problem"]) for r in rows for _ in range(k)],
-                  max_new_tokens=64, seed=12345)
-    answers = [r["answer"] for r in rows for _ in range(k)]
-    assert not any(toy.check(o, a) for o, a in zip(outs, answers))
+    assert {r["problem"] for r in rows} == kept
+    assert len(kept) < len(candidates)  # some candidates were solved: the split is a real filter
 
 
 def test_build_is_deterministic(toy_world, tmp_path):
@@ -123,3 +184,33 @@ def test_ensure_built_uses_the_cache(toy_world):
 
 def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_difficulty_of_the_hard_split_and_stones_is_the_level(toy_world):
+    world = json.loads((toy_world / "world.json").read_text())
+    rows = _rows(toy_world / "hard_train.jsonl") + _rows(toy_world / "hard_test.jsonl")
+    assert {toy.difficulty(r["problem"]) for r in rows} == {world["settings"]["hard_level"]}
+    assert {toy.difficulty(p.question) for p in toy.stepping_stones(0, 9, world["settings"]["stone_levels"])} == {1, 2, 3}
+
+
+@pytest.mark.slow
+def test_probe_runs_on_the_small_world(toy_world):
+    """The oracle probe's plumbing on the small world: every arm trains through the inner loop and is counted on every
+    hard test problem, with intervals and paired differences. Its effect (stones > Hard-Only) is measured on the
+    default world (docs/toy-world.md, docs/toy-probe-d.json): the small world's model (200 pretraining steps) solves
+    no level-6 chain whichever arm it gets (0/5 x 16 for both arms before and after the merge), so asserting the
+    effect here only tested luck."""
+    from soarlite.probe import run_probe
+
+    result = run_probe(toy_world, seeds=[0], steps=PROBE_STEPS, samples=PROBE_SAMPLES, arms=["hard_only", "stones"],
+                       overrides=["threads=1"], log=lambda *a: None)
+    n_test = len(_rows(toy_world / "hard_test.jsonl"))
+    assert [r["arm"] for r in result["runs"]] == ["hard_only", "stones"] and result["hard_test"] == n_test
+    for r in result["runs"]:
+        assert len(r["counts"]) == n_test and all(0 <= c <= PROBE_SAMPLES for c in r["counts"])
+        assert 0 <= r["pass@1"] <= 1 and r["greedy_hard_train"] is not None
+    assert [d["diff"] for d in result["diffs"]] == ["stones - hard_only"]
+    assert "| stones | 0 |" in result["table"]
+
+
+PROBE_STEPS, PROBE_SAMPLES = 12, 16

@@ -1,4 +1,4 @@
-"""The offline toy world: arithmetic-chain problems, a tiny pretrained Llama, and a fail@k hard split.
+"""The offline toy world: arithmetic chains a sloppy writer taught a tiny Llama, and a fail@k hard split.
 
 Importing this package does not import torch; building does.
 """
@@ -14,9 +14,22 @@ from .build import (
     recipe_world,
     settings_hash,
 )
-from .world import STUDENT_PROMPT, TEACHER_PROMPT, Problem, check, last_boxed, parse_pair, problems, student_prompt
+from .world import (
+    STUDENT_PROMPT,
+    TEACHER_PROMPT,
+    Problem,
+    check,
+    difficulty,
+    last_boxed,
+    parse_pair,
+    parse_question,
+    problems,
+    stepping_stones,
+    student_prompt,
+)
 
 __all__ = [
     "DEFAULT_SETTINGS", "PRESETS", "SMALL_SETTINGS", "STUDENT_PROMPT", "TEACHER_PROMPT", "WORLD_VERSION", "Problem", "build",
-    "cache_dir", "check", "ensure_built", "last_boxed", "parse_pair", "problems", "recipe_world", "settings_hash", "student_prompt",
+    "cache_dir", "check", "difficulty", "ensure_built", "last_boxed", "parse_pair", "parse_question", "problems", "recipe_world",
+    "settings_hash", "stepping_stones", "student_prompt",
 ]

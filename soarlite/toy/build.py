@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 # Bumped whenever a change makes the same (settings, seed) build a different world: it invalidates the cache.
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 
 DEFAULT_SETTINGS: dict = {
     # model
@@ -29,20 +29,25 @@ DEFAULT_SETTINGS: dict = {
     "heads": 4,  # head_dim = hidden / heads = 32: vLLM's CPU attention refuses 16
     "ffn": 384,
     "vocab_size": 512,  # 259 bytes and specials, the rest merges: the prompts and words become single tokens
-    # Pretraining mix by level, per format. Students see levels 1-3 heavily, 4 a little, 5 (the hard level) never;
-    # the teacher format also has a little of level 5, so the untrained teacher sometimes writes the stepping stones
-    # next to the hard set (writing a chain forwards is easier than solving one: its answers are often right).
-    "student_levels": {"1": 0.3, "2": 0.3, "3": 0.3, "4": 0.1},
-    "teacher_levels": {"1": 0.25, "2": 0.25, "3": 0.25, "4": 0.15, "5": 0.1},
-    "teacher_fraction": 0.5,  # share of pretraining sequences in the teacher format (the rest: student format)
-    "pretrain_steps": 600,
+    # Pretraining mix by level, per format. The student format covers every level up to the hard one (the hard
+    # level is in distribution); its worked steps are sloppy: each step's result is wrong with probability
+    # `noise`, so the model's per-step accuracy at temperature 1 is about 1 - noise and long chains compound it.
+    # The teacher format is mostly long chains, with the short ones (the stepping stones) at a low rate, and its
+    # working is careful (`teacher_noise`), so the answers it writes are mostly right.
+    "student_levels": {str(lv): 1 for lv in range(1, 9)},
+    "teacher_levels": {"1": 0.04, "2": 0.04, "3": 0.04, "4": 0.08, "5": 0.12, "6": 0.2, "7": 0.24, "8": 0.24},
+    "noise": 0.5,
+    "teacher_noise": 0.05,
+    "teacher_fraction": 0.3,  # share of pretraining sequences in the teacher format (the rest: student format)
+    "pretrain_steps": 2000,  # world "d" of docs/toy-world.md: 1200 learnt each step's mode worse (greedy L=1 0.66 vs 0.81)
     "batch": 64,
     "lr": 3e-3,
     # evaluation and the hard split
-    "hard_level": 5,
-    "n_hard_candidates": 96,
+    "hard_level": 8,
+    "n_hard_candidates": 400,
     "fail_k": 128,
-    "easy_levels": [1, 2, 3],  # the levels pretraining covers heavily
+    "stone_levels": [1, 2, 3],  # the world's true stepping stones (the oracle probe's arm)
+    "easy_levels": [1, 2, 3],
     "n_easy": 64,  # problems per easy level
     "easy_samples": 4,  # temperature-1 samples per easy problem for pass@1
     "n_teacher_samples": 256,
@@ -60,6 +65,12 @@ SMALL_SETTINGS: dict = {
     "ffn": 128,
     "pretrain_steps": 200,
     "batch": 32,
+    "hard_level": 6,
+    # the small world keeps the mix and noise it was tested with before the default moved to world "d"
+    "student_levels": {str(lv): 1 for lv in range(1, 11)},
+    "teacher_levels": {"1": 0.04, "2": 0.04, "3": 0.04, "4": 0.06, "5": 0.08, "6": 0.1, "7": 0.12, "8": 0.16, "9": 0.18,
+                       "10": 0.18},
+    "noise": 0.4,
     "n_hard_candidates": 12,
     "fail_k": 16,
     "n_easy": 8,
@@ -91,6 +102,7 @@ def _check_settings(settings: dict) -> dict:
         raise ValueError("toy setting 'hidden' must be a multiple of 'heads'")
     for key in ("student_levels", "teacher_levels"):
         s[key] = {str(k): float(v) for k, v in s[key].items()}
+    s["stone_levels"] = [int(v) for v in s["stone_levels"]]
     return s
 
 
@@ -101,8 +113,13 @@ def settings_hash(settings: dict, seed: int) -> str:
 
 
 def _student_tokens(level: int) -> int:
-    # about 8 tokens a step plus the boxed answer, with room to spare for a model that rambles
-    return 10 * level + 16
+    # about 5 tokens a step plus the boxed answer, with room to spare for a model that rambles
+    return 6 * level + 12
+
+
+def _teacher_tokens(level: int) -> int:
+    # the working (5 a step), the question (2-3 a step), the tags and the answer
+    return 8 * level + 24
 
 
 def build(out: Path, *, seed: int = 0, verbose: bool = False, **settings) -> Path:
@@ -114,7 +131,7 @@ def _build(out: Path, seed: int, settings: dict, verbose: bool, keep_existing: b
     import torch
 
     from .model import encode, make_model, pretrain, sample, train_tokenizer
-    from .world import TEACHER_PROMPT, check, parse_pair, problems, random_problem, student_prompt
+    from .world import TEACHER_PROMPT, check, parse_pair, parse_question, problems, random_problem, student_prompt
 
     s = _check_settings(settings)
     t0 = time.time()
@@ -138,8 +155,8 @@ def _build(out: Path, seed: int, settings: dict, verbose: bool, keep_existing: b
             p = random_problem(rng, rng.choices(*mix[fmt])[0])
             if p.question in held_out:
                 continue
-            texts.append(TEACHER_PROMPT + p.teacher_text() if fmt == "teacher"
-                         else student_prompt(p.question) + p.student_solution())
+            texts.append(TEACHER_PROMPT + p.teacher_text(rng, s["teacher_noise"]) if fmt == "teacher"
+                         else student_prompt(p.question) + p.student_solution(rng, s["noise"]))
         log(f"[toy] {len(texts)} pretraining texts, {time.time() - t0:.1f}s")
 
         tok = train_tokenizer(texts[:5000] + [TEACHER_PROMPT, student_prompt("")], s["vocab_size"])
@@ -153,13 +170,13 @@ def _build(out: Path, seed: int, settings: dict, verbose: bool, keep_existing: b
         log(f"[toy] pretrained, loss {losses[-1]:.3f}, {t_pre:.1f}s")
 
         # Untrained teacher: how often a temperature-1 sample is a valid pair, and how often its answer is right.
-        touts = sample(model, tok, [TEACHER_PROMPT] * s["n_teacher_samples"], max_new_tokens=_student_tokens(6) + 40,
+        touts = sample(model, tok, [TEACHER_PROMPT] * s["n_teacher_samples"], max_new_tokens=_teacher_tokens(hard_level),
                        seed=seed * 1000 + 3)
         pairs = [parse_pair(t) for t in touts]
         valid = [p for p in pairs if p]
         right, teacher_levels = 0, Counter()
         for q, a in valid:
-            prob = _parse_question(q)
+            prob = parse_question(q)
             if prob is not None:
                 teacher_levels[prob.level] += 1
                 right += prob.answer == int(a)
@@ -173,17 +190,18 @@ def _build(out: Path, seed: int, settings: dict, verbose: bool, keep_existing: b
         easy_pass1 = pass1(easy, s["easy_samples"], seed * 1000 + 4)
         by_level = {}
         if s["level_probe"]:
-            for lv in range(1, hard_level + 2):
+            for lv in range(1, hard_level + 1):
                 probe = problems(seed * 1000 + 5, lv, s["level_probe"], exclude=held_out)
                 by_level[str(lv)] = {"pass1_t1": pass1(probe, 4, seed * 1000 + 6 + lv),
                                      "greedy": _greedy_acc(model, tok, probe, sample, check, student_prompt)}
         log(f"[toy] teacher valid {len(valid)}/{len(touts)}, easy pass@1 {easy_pass1:.3f}, {by_level}")
 
-        # fail@k: k temperature-1 answers per candidate; keep those with none right.
+        # fail@k: k temperature-1 answers per candidate; keep those with none right. Sampled in rounds of at most
+        # 32 answers, each round only for the candidates with none right so far: a solved candidate is out whatever
+        # its other answers, and every kept one still has k answers, none right.
         k = s["fail_k"]
-        prompts = [student_prompt(p.question) for p in candidates for _ in range(k)]
-        outs = sample(model, tok, prompts, max_new_tokens=_student_tokens(hard_level), seed=seed * 1000 + 7)
-        n_right = [sum(check(o, p.answer) for o in outs[i * k:(i + 1) * k]) for i, p in enumerate(candidates)]
+        n_right = fail_at_k_counts(model, tok, candidates, k, hard_level, seed)
+        # n_right counts right answers until a candidate was out (a lower bound of its count of k)
         hard = [p for p, c in zip(candidates, n_right) if c == 0]
         random.Random(f"toy/split/{seed}").shuffle(hard)
         hard_train, hard_test = hard[: len(hard) // 2], hard[len(hard) // 2:]
@@ -207,7 +225,7 @@ def _build(out: Path, seed: int, settings: dict, verbose: bool, keep_existing: b
                 "hard_candidates": len(candidates),
                 "fail_at_k": len(hard),
                 "fail_k": k,
-                "correct_of_k_histogram": {str(c): n for c, n in sorted(Counter(n_right).items())},
+                "right_before_out_histogram": {str(c): n for c, n in sorted(Counter(n_right).items())},
                 "hard_train": len(hard_train),
                 "hard_test": len(hard_test),
                 # What a run's token limits must allow: the longest teacher output and student solution, by level.
@@ -251,18 +269,23 @@ def _greedy_acc(model, tok, probs, sample, check, student_prompt) -> float:
     return sum(check(o, p.answer) for o, p in zip(outs, probs)) / len(probs)
 
 
-def _parse_question(q: str):
-    """The Problem a teacher's question states, if it is in the world's grammar (to check its answer)."""
-    import re
+def fail_at_k_counts(model, tok, candidates: list, k: int, level: int, seed: int) -> list[int]:
+    """The build's fail@k sampling: k temperature-1 answers per candidate, in rounds of at most 32, each round only for
+    the candidates with none right so far (a solved candidate is out whatever its other answers, and every kept one
+    still has k answers, none right). Returns right answers per candidate until it was out (a lower bound of its
+    count of k). Deterministic for a given model, candidates, seed and torch thread count: the test suite re-runs it
+    on the saved model to check the hard split."""
+    from .model import sample
+    from .world import check, student_prompt
 
-    from .world import Problem
-
-    m = re.fullmatch(r"Start with (\d+)\.((?: (?:Add \d|Subtract \d|Multiply by \d)\.)*)", q.strip())
-    if not m:
-        return None
-    ops = tuple(("+" if w == "Add" else "-" if w == "Subtract" else "*", int(d))
-                for w, d in re.findall(r"(Add|Subtract|Multiply by) (\d)", m.group(2)))
-    return Problem(int(m.group(1)), ops) if ops else None
+    n_right, alive = [0] * len(candidates), list(range(len(candidates)))
+    for r, size in enumerate([min(32, k - j) for j in range(0, k, 32)]):
+        prompts = [student_prompt(candidates[i].question) for i in alive for _ in range(size)]
+        outs = sample(model, tok, prompts, max_new_tokens=_student_tokens(level), seed=seed * 1000 + 7 + 100 * r)
+        for n, i in enumerate(alive):
+            n_right[i] += sum(check(o, candidates[i].answer) for o in outs[n * size:(n + 1) * size])
+        alive = [i for i in alive if n_right[i] == 0]
+    return n_right
 
 
 def cache_dir(settings: dict, seed: int = 0, cache_root: Path | None = None) -> Path:

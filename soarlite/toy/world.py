@@ -1,9 +1,18 @@
-"""The toy world's problems: left-to-right chains of small-number operations, and the two text formats.
+"""The toy world's problems: left-to-right chains of one-digit operations on small numbers, written by a sloppy writer.
 
-A level-L problem is a start value and L operations ("Start with 7. Add 5. Multiply by 3."). Every value stays in
-0..99, so each step is one of a few thousand arithmetic facts a tiny model can learn; difficulty comes from the
-length of the chain, which is what a small transformer generalises worst. The hard split is the longest level, seen
-rarely or never in pretraining; the levels below it are the stepping stones a teacher can learn to write.
+A level-L problem is a start value and L operations, written compactly: "12 *2 -9 +4" means ((12*2)-9)+4 = 19, left
+to right. Every true value stays in 0..99 and no (operation, digit) pair repeats within a problem, so each step is
+one of a few thousand arithmetic facts and the next operation is never ambiguous to find.
+
+Why hard problems are hard: the pretraining text that shows worked solutions is *sloppy*. Each step's result is
+written wrong with probability `noise` (an overshoot by 1 to 3), and the chain goes on from the written value, so
+an early slip is never undone. A model
+trained on it learns the right result as the mode of every step but also the writer's error rate, so at temperature
+1 it is right about (1 - noise) per step and a chain of L steps is right about (1 - noise)^L of the time. Long chains
+are in distribution (pretraining has every level up to the hard one); they fail because a skill the model has is
+unreliable, and the errors compound. RL on short chains, where right answers are common, sharpens every step
+(it raises the per-step accuracy p), which moves p^L on long chains a lot; RL on the long chains themselves sees
+(almost) no right answer, so RLOO has zero advantage to learn from.
 """
 
 from __future__ import annotations
@@ -16,13 +25,16 @@ from dataclasses import dataclass
 TEACHER_PROMPT = "Write a new math problem and its answer.\n"
 STUDENT_PROMPT = "Question: {question}\nAnswer:"
 
-MAX_VALUE = 99  # keeps every number at one or two digits
-
-_WORD = {"+": "Add {d}.", "-": "Subtract {d}.", "*": "Multiply by {d}."}
+MAX_VALUE = 99  # keeps every true value at one or two digits
+MAX_LEVEL = 12
 
 
 def student_prompt(question: str) -> str:
     return STUDENT_PROMPT.format(question=question)
+
+
+def _apply(v: int, op: str, d: int) -> int:
+    return v + d if op == "+" else v - d if op == "-" else v * d
 
 
 @dataclass(frozen=True)
@@ -35,11 +47,10 @@ class Problem:
         return len(self.ops)
 
     def values(self) -> list[int]:
-        """The running values: start, then the value after each operation."""
+        """The true running values: start, then the value after each operation."""
         vals = [self.start]
         for op, d in self.ops:
-            v = vals[-1]
-            vals.append(v + d if op == "+" else v - d if op == "-" else v * d)
+            vals.append(_apply(vals[-1], op, d))
         return vals
 
     @property
@@ -48,41 +59,64 @@ class Problem:
 
     @property
     def question(self) -> str:
-        return " ".join([f"Start with {self.start}."] + [_WORD[op].format(d=d) for op, d in self.ops])
+        return " ".join([str(self.start)] + [f"{op}{d}" for op, d in self.ops])
 
-    def steps(self) -> str:
-        vals = self.values()
-        return " ".join(f"{v} {op} {d} = {w}." for v, (op, d), w in zip(vals, self.ops, vals[1:]))
+    def written_values(self, rng: random.Random | None = None, noise: float = 0.0) -> list[int]:
+        """The running values as a writer with per-step error rate `noise` writes them: a wrong step overshoots what
+        the previous *written* value gives by 1 to 3, and the chain continues from it. Overshoots only add up (every
+        operation keeps a positive offset positive), so a chain with a slip never comes back to the right answer:
+        a writer's chain is right with probability exactly (1 - noise)^L. noise 0: the true values."""
+        vals = [self.start]
+        for op, d in self.ops:
+            w = _apply(vals[-1], op, d)
+            if noise and rng.random() < noise:
+                w += rng.choice((1, 2, 3))
+            vals.append(w)
+        return vals
 
-    def student_solution(self) -> str:
-        """What follows student_prompt(question): the worked steps, then the boxed answer."""
-        return f" {self.steps()} \\boxed{{{self.answer}}}"
+    def steps(self, rng: random.Random | None = None, noise: float = 0.0) -> tuple[str, int]:
+        """The worked steps ("*2=24 -9=15") and the answer they end on."""
+        vals = self.written_values(rng, noise)
+        return " ".join(f"{op}{d}={w}" for (op, d), w in zip(self.ops, vals[1:])), vals[-1]
 
-    def teacher_text(self) -> str:
+    def student_solution(self, rng: random.Random | None = None, noise: float = 0.0) -> str:
+        """What follows student_prompt(question): the worked steps, then the boxed answer (the written one)."""
+        steps, ans = self.steps(rng, noise)
+        return f" {steps} \\boxed{{{ans}}}"
+
+    def teacher_text(self, rng: random.Random | None = None, noise: float = 0.0) -> str:
         """What follows TEACHER_PROMPT. The teacher works the chain out first, then states it as a question; the
-        paper lets reasoning sit outside the tags, and working first is how a writer gets the answer right."""
-        return f"{self.steps()}\n<question>{self.question}</question><answer>\\boxed{{{self.answer}}}</answer>"
+        paper lets reasoning sit outside the tags, and working first is how a writer gets the answer right (when
+        its steps are)."""
+        steps, ans = self.steps(rng, noise)
+        return f"{self.start} {steps}\n<question>{self.question}</question><answer>\\boxed{{{ans}}}</answer>"
 
     def row(self) -> dict:
         return {"problem": self.question, "answer": str(self.answer), "level": self.level}
 
 
 def random_problem(rng: random.Random, level: int) -> Problem:
-    """A uniformly random valid chain: pick an operation among those that keep the value in 0..MAX_VALUE, then a
-    digit among those that do (multiplication by 1 is left out: it is a step that teaches nothing)."""
-    v = rng.randint(2, 20)
-    start, ops = v, []
-    for _ in range(level):
-        choices = {
-            "+": [d for d in range(1, 10) if v + d <= MAX_VALUE],
-            "-": [d for d in range(1, 10) if v - d >= 0],
-            "*": [d for d in range(2, 10) if v * d <= MAX_VALUE],
-        }
-        op = rng.choice([o for o in "+-*" if choices[o]])
-        d = rng.choice(choices[op])
-        v = v + d if op == "+" else v - d if op == "-" else v * d
-        ops.append((op, d))
-    return Problem(start, tuple(ops))
+    """A uniformly random valid chain: pick an operation among those that keep the value in 0..MAX_VALUE with a
+    digit not used yet in this chain, then such a digit (multiplication by 1 is left out: it teaches nothing)."""
+    while True:
+        v = rng.randint(2, 20)
+        start, ops, used = v, [], set()
+        for _ in range(level):
+            choices = {
+                "+": [d for d in range(1, 10) if v + d <= MAX_VALUE and ("+", d) not in used],
+                "-": [d for d in range(1, 10) if v - d >= 0 and ("-", d) not in used],
+                "*": [d for d in range(2, 10) if v * d <= MAX_VALUE and ("*", d) not in used],
+            }
+            avail = [o for o in "+-*" if choices[o]]
+            if not avail:
+                break
+            op = rng.choice(avail)
+            d = rng.choice(choices[op])
+            v = _apply(v, op, d)
+            ops.append((op, d))
+            used.add((op, d))
+        if len(ops) == level:
+            return Problem(start, tuple(ops))
 
 
 def problems(seed: int, level: int, n: int, exclude: set[str] = frozenset()) -> list[Problem]:
@@ -101,8 +135,36 @@ def problems(seed: int, level: int, n: int, exclude: set[str] = frozenset()) -> 
     return out
 
 
+def stepping_stones(seed: int, n: int, levels=(1, 2, 3), exclude: set[str] = frozenset()) -> list[Problem]:
+    """The world's true stepping stones: n short chains (levels taken in turn), where a base student is right often
+    enough for RLOO to learn from, and what it learns (a surer step) is what the long chains need."""
+    per = [n // len(levels) + (i < n % len(levels)) for i in range(len(levels))]
+    out = [p for lv, k in zip(levels, per) if k for p in problems(seed * 1000 + 77, lv, k, exclude)]
+    random.Random(f"toy/stones/{seed}").shuffle(out)
+    return out
+
+
+_QUESTION = re.compile(r"(\d{1,3})((?: [+\-*]\d)+)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _PAIR = re.compile(r"<question>(.+?)</question><answer>\\boxed\{([^{}]+)\}</answer>", re.S)
+
+
+def parse_question(question: str) -> Problem | None:
+    """The Problem a question states, if it is in the world's grammar (a start and at least one operation)."""
+    m = _QUESTION.fullmatch(question.strip())
+    if not m:
+        return None
+    ops = tuple((t[0], int(t[1])) for t in m.group(2).split())
+    if len(ops) > MAX_LEVEL:
+        return None
+    return Problem(int(m.group(1)), ops)
+
+
+def difficulty(question: str) -> int | None:
+    """The world's difficulty measure of a question: its number of operations (the level), None when the question
+    is not in the world's grammar. At temperature 1 a base student solves a level-L chain about p^L of the time."""
+    p = parse_question(question)
+    return None if p is None else p.level
 
 
 def last_boxed(text: str) -> str | None:
