@@ -214,3 +214,45 @@ def test_probe_runs_on_the_small_world(toy_world):
 
 
 PROBE_STEPS, PROBE_SAMPLES = 12, 16
+
+
+# ------------------------------------------------------------------------------------------------ the shipped world
+def test_the_default_world_ships_with_the_package():
+    """The tiny recipe's world is inside the package, byte for byte what its manifest records, and found first."""
+    from soarlite.toy.build import SHIPPED, file_digests
+
+    manifest = json.loads((SHIPPED / "MANIFEST.json").read_text())
+    assert file_digests(SHIPPED) == manifest["files"]
+    assert {"model/model.safetensors", "model/tokenizer.json", "hard_train.jsonl", "hard_test.jsonl",
+            "world.json"} <= set(manifest["files"])
+    assert manifest["settings_hash"] == toy.settings_hash(toy.DEFAULT_SETTINGS, 0)
+    assert toy.ensure_built(toy.DEFAULT_SETTINGS, seed=0) == SHIPPED  # no build on first use
+    world = json.loads((SHIPPED / "world.json").read_text())
+    assert world["version"] == toy.WORLD_VERSION and world["seed"] == 0
+    assert len(_rows(SHIPPED / "hard_test.jsonl")) == world["stats"]["hard_test"]
+
+
+@pytest.mark.slow
+def test_the_shipped_hard_split_is_fail_at_128_of_the_shipped_model():
+    """The build's own fail@128 filter, re-run on the shipped model with the build's seed: exactly the shipped split
+    (the same numerics as the machine that built it; another CPU could flip a rare sample)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from soarlite.toy.build import SHIPPED, fail_at_k_counts
+
+    world = json.loads((SHIPPED / "world.json").read_text())
+    s, seed = world["settings"], world["seed"]
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED / "model")
+    tok = AutoTokenizer.from_pretrained(SHIPPED / "model")
+    candidates = toy.problems(seed * 1000 + 1, s["hard_level"], s["n_hard_candidates"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(s["threads"])
+    try:
+        n_right = fail_at_k_counts(model, tok, candidates, s["fail_k"], s["hard_level"], seed)
+    finally:
+        torch.set_num_threads(threads)
+    kept = {p.question for p, c in zip(candidates, n_right) if c == 0}
+    rows = _rows(SHIPPED / "hard_train.jsonl") + _rows(SHIPPED / "hard_test.jsonl")
+    assert {r["problem"] for r in rows} == kept
+    assert world["stats"]["fail_k"] == 128

@@ -294,8 +294,55 @@ def cache_dir(settings: dict, seed: int = 0, cache_root: Path | None = None) -> 
     return Path(cache_root) / settings_hash(settings, seed)
 
 
+# The default world (DEFAULT_SETTINGS, seed 0) ships inside the package: every user gets the world the docs describe,
+# and the first run does not build. A build on another CPU may differ in the last bits of the weights, and then in
+# which problems are fail@128, so a world is shipped, not rebuilt. MANIFEST.json records its settings hash and the
+# sha256 of every file (tests/test_toy.py checks both, and re-runs the fail@128 filter on the shipped model).
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+
+
+def shipped_hash() -> str | None:
+    """The settings hash of the shipped world, or None when the package ships none."""
+    manifest = SHIPPED / "MANIFEST.json"
+    return json.loads(manifest.read_text())["settings_hash"] if manifest.is_file() else None
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` but the manifest, by its path relative to `root`."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "MANIFEST.json"}
+
+
+def ship(world: Path) -> Path:
+    """Make the built `world` the shipped one (a developer's step after `soarlite toy build`): copied whole into the
+    package with its manifest, replacing the old one only once the copy is complete."""
+    meta = json.loads((world / "world.json").read_text())
+    tmp = Path(tempfile.mkdtemp(prefix=".shipped.", dir=SHIPPED.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the package's files are readable by all
+    try:
+        for name in ("model", "hard_train.jsonl", "hard_test.jsonl", "easy.jsonl", "world.json"):
+            src = world / name
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)
+        manifest = {"settings_hash": settings_hash(meta["settings"], meta["seed"]), "files": file_digests(tmp)}
+        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if SHIPPED.exists():
+            old = SHIPPED.with_name(f".shipped.old-{os.getpid()}")
+            os.rename(SHIPPED, old)
+            os.rename(tmp, SHIPPED)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, SHIPPED)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SHIPPED
+
+
 def ensure_built(settings: dict, seed: int = 0, cache_root: Path | None = None) -> Path:
-    """The built world for (settings, seed): from the cache when there, else built now (once)."""
+    """The built world for (settings, seed): the shipped one when it is that world, else from the cache when there,
+    else built now (once)."""
+    if shipped_hash() == settings_hash(settings, seed):
+        return SHIPPED
     out = cache_dir(settings, seed, cache_root)
     if not (out / "world.json").exists():
         _build(out, seed, settings, verbose=False, keep_existing=True)
@@ -306,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m soarlite.toy", description=__doc__.split("\n")[0])
-    ap.add_argument("command", choices=["build"])
+    ap.add_argument("command", choices=["build", "ship"], help="build: build a world; ship: build (or find in the "
+                    "cache) the world and make it the one the package ships")
     ap.add_argument("--out", type=Path, help="build here instead of the cache")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="the test suite's small world")
@@ -317,8 +365,11 @@ def main(argv: list[str] | None = None) -> None:
         key, _, val = kv.partition("=")
         settings[key] = json.loads(val)
     out = a.out or cache_dir(settings, a.seed)
+    if a.command == "ship" and (out / "world.json").is_file():
+        print(ship(out))
+        return
     build(out, seed=a.seed, verbose=True, **settings)
-    print(out)
+    print(ship(out) if a.command == "ship" else out)
 
 
 if __name__ == "__main__":
