@@ -299,7 +299,7 @@ def _fake_world(monkeypatch, soar_run):
 
 
 def test_out_of_memory_ends_the_run_with_the_knobs(monkeypatch, tmp_path):
-    def boom(cfg, world, engine, grader, run_dir, report):
+    def boom(cfg, world, engine, grader, run_dir, report, executor=None):
         report.outer_start(2, cfg.outer.steps)
         report.phase("students s0_0..s0_1 train")
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
@@ -316,7 +316,7 @@ def test_cli_exits_1_on_out_of_memory(monkeypatch, tmp_path):
 
     from soarlite.cli import app
 
-    def boom(cfg, world, engine, grader, run_dir, report):
+    def boom(cfg, world, engine, grader, run_dir, report, executor=None):
         report.outer_start(0, cfg.outer.steps)
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
@@ -328,7 +328,7 @@ def test_cli_exits_1_on_out_of_memory(monkeypatch, tmp_path):
 def test_max_hours_stops_after_the_step_that_crosses_it(monkeypatch, tmp_path, capsys):
     steps = []
 
-    def loop(cfg, world, engine, grader, run_dir, report):
+    def loop(cfg, world, engine, grader, run_dir, report, executor=None):
         for t in range(cfg.outer.steps):
             report.outer_start(t, cfg.outer.steps)
             steps.append(t)
