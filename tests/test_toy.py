@@ -142,23 +142,7 @@ def test_hard_split_is_fail_at_k(toy_world):
     Not a fresh draw: fail@k keeps the candidates that were unlucky in k tries, and with a per-problem success rate q
     of a few per mille a fresh draw of k samples finds at least one right answer for about 1-(1-q)^k of them
     (0.3 at q = 0.003, k = 128), so "a new seed gets none right" is false by design, not a bug."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from soarlite.toy.build import fail_at_k_counts
-
-    world = json.loads((toy_world / "world.json").read_text())
-    s, seed = world["settings"], world["seed"]
-    model = AutoModelForCausalLM.from_pretrained(toy_world / "model")
-    tok = AutoTokenizer.from_pretrained(toy_world / "model")
-    candidates = toy.problems(seed * 1000 + 1, s["hard_level"], s["n_hard_candidates"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(s["threads"])
-    try:
-        n_right = fail_at_k_counts(model, tok, candidates, s["fail_k"], s["hard_level"], seed)
-    finally:
-        torch.set_num_threads(threads)
-    kept = {p.question for p, c in zip(candidates, n_right) if c == 0}
+    kept, candidates = refilter(toy_world)
     rows = _rows(toy_world / "hard_train.jsonl") + _rows(toy_world / "hard_test.jsonl")
     assert {r["problem"] for r in rows} == kept
     assert len(kept) < len(candidates)  # some candidates were solved: the split is a real filter
@@ -236,15 +220,27 @@ def test_the_default_world_ships_with_the_package():
 def test_the_shipped_hard_split_is_fail_at_128_of_the_shipped_model():
     """The build's own fail@128 filter, re-run on the shipped model with the build's seed: exactly the shipped split
     (the same numerics as the machine that built it; another CPU could flip a rare sample)."""
+    from soarlite.toy.build import SHIPPED
+
+    kept, _ = refilter(SHIPPED)
+    rows = _rows(SHIPPED / "hard_train.jsonl") + _rows(SHIPPED / "hard_test.jsonl")
+    assert {r["problem"] for r in rows} == kept
+    world = json.loads((SHIPPED / "world.json").read_text())
+    assert world["stats"]["fail_k"] == 128
+
+
+def refilter(world_dir):
+    """The build's own fail@k filter re-run on a built world's saved model (its candidates, seeds, rounds and thread
+    count): the set of problems it keeps, and the candidates."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from soarlite.toy.build import SHIPPED, fail_at_k_counts
+    from soarlite.toy.build import fail_at_k_counts
 
-    world = json.loads((SHIPPED / "world.json").read_text())
+    world = json.loads((world_dir / "world.json").read_text())
     s, seed = world["settings"], world["seed"]
-    model = AutoModelForCausalLM.from_pretrained(SHIPPED / "model")
-    tok = AutoTokenizer.from_pretrained(SHIPPED / "model")
+    model = AutoModelForCausalLM.from_pretrained(world_dir / "model")
+    tok = AutoTokenizer.from_pretrained(world_dir / "model")
     candidates = toy.problems(seed * 1000 + 1, s["hard_level"], s["n_hard_candidates"])
     threads = torch.get_num_threads()
     torch.set_num_threads(s["threads"])
@@ -252,7 +248,4 @@ def test_the_shipped_hard_split_is_fail_at_128_of_the_shipped_model():
         n_right = fail_at_k_counts(model, tok, candidates, s["fail_k"], s["hard_level"], seed)
     finally:
         torch.set_num_threads(threads)
-    kept = {p.question for p, c in zip(candidates, n_right) if c == 0}
-    rows = _rows(SHIPPED / "hard_train.jsonl") + _rows(SHIPPED / "hard_test.jsonl")
-    assert {r["problem"] for r in rows} == kept
-    assert world["stats"]["fail_k"] == 128
+    return {p.question for p, c in zip(candidates, n_right) if c == 0}, candidates
