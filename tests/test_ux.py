@@ -272,3 +272,16 @@ def test_wheel_installs_and_lists_recipes(tmp_path):
     r = subprocess.run([sys.executable, "-c", "import soarlite; print(soarlite.__file__)"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.stdout.strip().startswith(str(target))  # the installed copy, not the checkout
+
+    # the toy world ships inside the wheel: a one-step run from the installed package builds nothing
+    shipped = target / "soarlite" / "toy" / "shipped"
+    assert (shipped / "model" / "model.safetensors").is_file() and (shipped / "MANIFEST.json").is_file()
+    from _world import FAST
+
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "soarlite", "run", "--recipe", "tiny", "--out", str(run), "--quiet",
+                        "outer.steps=1", *FAST], cwd=tmp_path, env={**env, "SOARLITE_CACHE": str(tmp_path / "cache")},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert str(shipped / "model") in r.stdout  # the model the run loaded is the wheel's shipped one
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1 and not (tmp_path / "cache").exists()
