@@ -17,14 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from soarlite.engine.common import (
-    LoraHandover,
-    adapters_in_flight,
-    max_model_len,
-    vllm_lora_rank,
-    vllm_max_num_seqs,
-    vllm_sampling_params,
-)
+from soarlite.engine import common
 from soarlite.engine.interface import Completion
 from soarlite.extras import MissingExtra
 
@@ -77,7 +70,7 @@ def unsloth_kwargs(cfg, model_dir: str, dtype, fast_inference: bool) -> dict:
       card). Without fast_inference these keys are left out (unsloth pops them with a notice)."""
     kwargs = dict(
         model_name=model_dir,
-        max_seq_length=max_model_len(cfg),
+        max_seq_length=common.max_model_len(cfg),
         dtype=dtype,
         load_in_4bit=cfg.model.load_in_4bit,
         fast_inference=fast_inference,
@@ -87,9 +80,9 @@ def unsloth_kwargs(cfg, model_dir: str, dtype, fast_inference: bool) -> dict:
     )
     if fast_inference:
         kwargs.update(
-            max_lora_rank=vllm_lora_rank(cfg.model.lora_rank),
-            max_loras=adapters_in_flight(cfg),
-            max_num_seqs=vllm_max_num_seqs(cfg),
+            max_lora_rank=common.vllm_lora_rank(cfg.model.lora_rank),
+            max_loras=common.adapters_in_flight(cfg),
+            max_num_seqs=common.vllm_max_num_seqs(cfg),
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             disable_log_stats=True,
         )
@@ -108,7 +101,7 @@ def load_unsloth(cfg, model_dir: str, dtype, fast_inference: bool):
     return FastLanguageModel.from_pretrained(**unsloth_kwargs(cfg, model_dir, dtype, fast_inference))
 
 
-class UnslothSampler(LoraHandover):
+class UnslothSampler(common.LoraHandover):
     """Sampling with unsloth's in-process vLLM (`model.vllm_engine`), one LoRARequest per prompt in one call.
 
     Hand-over in memory where vLLM's LoRARequest is unsloth's patched struct with `lora_tensors` (notes section 2).
@@ -179,7 +172,7 @@ class UnslothSampler(LoraHandover):
         ids = tok(list(prompts))["input_ids"]
         reqs = [self.request(a) if a is not None else None for a in adapters]
         # the same stop rules and per-prompt seeds as VLLMEngine (see its module docstring)
-        sp = [vllm_sampling_params(params, stops, seed, j) for j in range(len(prompts))]
+        sp = [common.vllm_sampling_params(params, stops, seed, j) for j in range(len(prompts))]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], sp, lora_request=reqs, use_tqdm=False)
         self.awake = True  # unsloth's patched generate woke it
         done = []
