@@ -11,7 +11,9 @@
 
 The inner loop runs in lockstep: every student of the step (or of a wave, `inner.students_in_flight`) samples its
 rollouts in one engine call, with an adapter per prompt, then each takes its optimiser step; the greedy evaluation
-of all students and the baseline on Q_R is one call too.
+of all students and the baseline on Q_R is one call too. Where the students train is the executor's business
+(`executor: local`, this process; `executor: ray`, Ray workers: soarlite/executor.py): the loop hands it the waves and
+gets back the gains and each dataset's median student.
 
 Where the paper is silent, this implementation chooses (each is a one-line change):
   * promotion needs a full window of rewards, and the history restarts after a promotion, because rewards measured
