@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 # test_e2e's world: small, but pretrained long enough that the teacher writes valid pairs and easy problems get solved
-SETTINGS = {"pretrain_steps": 600, "layers": 2}
+SETTINGS = {"pretrain_steps": 600, "layers": 2, "noise": 0.25}  # a writer sloppy enough to leave RL something to fix
 WORLD = ["task_options.preset=small"] + [f"task_options.{k}={v}" for k, v in SETTINGS.items()]
 FAST = [
     "outer.g=2", "outer.n=4", "outer.r=2", "outer.M=4", "outer.max_new_tokens=40",

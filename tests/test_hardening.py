@@ -426,7 +426,8 @@ def test_a_signal_prints_the_resume_command(tmp_path, sig, code):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "soarlite", "run", "--recipe", "tiny", "--out", str(run), "--quiet", "task=math",
             f"model.base={model}", f"data.hard_train={data}", "prompts.teacher=Write: ", "prompts.student=Q: {question} A:",
-            "model.target_modules=[q_proj]", *FAST]
+            "model.target_modules=[q_proj]", *FAST,
+            "outer.max_sample_rounds=100000"]  # a random model writes no valid pair: it samples until the signal
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "run folder" in p.stdout.readline()  # the lock is held and config.yaml written

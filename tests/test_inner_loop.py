@@ -1,8 +1,8 @@
 """The inner loop works: RLOO on easy synthetic questions raises the student's accuracy on them within the
-inner-loop budget (fixed seed, real toy model, real grader)."""
+inner-loop budget (fixed seed, the shipped toy world's model, real grader)."""
 
 import pytest
-from _world import own_model, world_cache, world_dir
+from _world import own_model
 
 from soarlite.config import load_recipe
 from soarlite.engine import OptimizerSpec
@@ -11,6 +11,7 @@ from soarlite.evaluation import summary
 from soarlite.grading import Grader
 from soarlite.soar import Student, train_students
 from soarlite.tasks import QA, resolve_world
+from soarlite.toy.build import SHIPPED
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +21,8 @@ class Quiet:
         pass
 
 
-def test_rloo_on_easy_questions_raises_accuracy_on_them(tmp_path_factory):
-    world = world_dir(world_cache(tmp_path_factory))
+def test_rloo_on_easy_questions_raises_accuracy_on_them():
+    world = SHIPPED  # its easy split: levels 1-3, written by the sloppy writer (pass@1 well below 1, room to learn)
     cfg = load_recipe("tiny", [
         *own_model(world), "threads=1",
         "inner.steps=10", "inner.batch_size=8", "inner.group_size=8", "inner.lr=3e-3", "inner.max_new_tokens=40",
@@ -37,4 +38,4 @@ def test_rloo_on_easy_questions_raises_accuracy_on_them(tmp_path_factory):
                        seed=0, report=Quiet())
         after = summary.pass_at_1(engine, grader, cfg, w, "student", easy, samples=16, seed=1)
     print(f"pass@1 on the training questions: {before:.3f} -> {after:.3f}")
-    assert after >= before + 0.05  # measured here: 0.180 -> 0.266 (10 steps of 8 questions x 8 rollouts, lr 3e-3)
+    assert after >= before + 0.05  # measured here: 0.445 -> 0.871 (10 steps of 8 questions x 8 rollouts, lr 3e-3)
