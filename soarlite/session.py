@@ -69,7 +69,7 @@ def saved_config(run_dir: Path) -> dict:
 RESUME_SAFE = ("outer.steps", "eval.tensorboard", "eval.wandb", "grader_workers", "description",
                "inner.micro_batch", "outer.micro_batch", "inner.students_in_flight", "model.gen_batch",
                "inner.max_new_tokens", "outer.max_new_tokens",
-               # where the students train (issue 13): a run may move to Ray workers or a cluster and back; with
+               # where the students train: a run may move to Ray workers or a cluster and back; with
                # inner.students_in_flight 0 the waves follow the worker count, like a changed students_in_flight
                "executor", "ray.address", "ray.workers", "ray.gpus_per_worker", "ray.cpus_per_worker", "ray.retries",
                "ray.start_timeout_s")

@@ -3,7 +3,7 @@
 An in-process `vllm.LLM` samples: one `llm.generate` call per `generate`, a LoRARequest per prompt. Everything else
 (log-probs with gradients, optimiser steps, creating, copying, saving, loading and deleting adapters) is done by an
 `HFEngine` that holds the trainable adapters. That is a second copy of the base weights: on a CPU it costs memory
-only, on a GPU it costs card memory too (issue 5 shares the weights through unsloth).
+only, on a GPU it costs card memory too (the shared mode, engine/unsloth.py, builds the trainer on vLLM's weights).
 
 Hand-over (soarlite.engine.common.LoraHandover): every change to an adapter (a step, a copy into it, a load) bumps its
 version in the HFEngine; before the next generation an adapter whose version moved is written in PEFT format to a

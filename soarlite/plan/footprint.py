@@ -18,7 +18,7 @@ VLLM_SHARE = 0.45  # the default gpu_memory_utilization (config `gpu_memory_util
 VLLM_MAX_SEQS = 256  # vLLM's default max_num_seqs (soarlite passes its own: engine.common.vllm_max_num_seqs)
 VLLM_BATCHED_TOKENS = 8192  # vLLM's profiling batch (max_num_batched_tokens) on cards < 70 GiB and A100s
 # CUDA graphs: INSIDE vLLM's share in 0.33 (its profiler subtracts an estimate from the KV budget,
-# VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1 by default since 0.21; notes section 4), not outside as issue 10 guessed.
+# VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1 by default since 0.21), not beside it.
 VLLM_GRAPHS_GIB = 0.5
 ADAMW8BIT_BYTES = 2 + 8 / 256  # bitsandbytes AdamW8bit: two uint8 moments + a float32 absmax per 256 values each
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
