@@ -66,7 +66,7 @@ def require_bnb() -> None:
 def stop_ids(generation_config, tokenizer) -> list[int]:
     """Every end-of-sequence id: the model's generation_config `eos_token_id` (an int or a list; Llama-3.2-Instruct
     lists 128001, 128008, 128009) and the tokenizer's. transformers' generate(eos_token_id=...) REPLACES the
-    generation_config's list (notes section 5), so the union is what every engine passes and cuts at."""
+    generation_config's list (docs/gpu-facts.md §5), so the union is what every engine passes and cuts at."""
     ids: set[int] = set()
     for src in (getattr(generation_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
         if src is None:
@@ -104,7 +104,7 @@ def adapters_in_flight(cfg) -> int:
 def max_model_len(cfg, model_limit: int | None = None) -> int:
     """vLLM's context length: the recipe's bound on prompt + completion (model.max_seq_len), rounded up to vLLM's
     16-token KV block. Without it vLLM sizes for the model's 131,072 tokens and a 3B model cannot start in 45% of
-    24 GB (notes section 4). `soarlite plan` checks that the KV cache holds one sequence of this length, as vLLM
+    24 GB (docs/gpu-facts.md §4). `soarlite plan` checks that the KV cache holds one sequence of this length, as vLLM
     does at start-up, and that the estimated longest prompt + max_new_tokens fits in it."""
     n = -(-cfg.model.max_seq_len // 16) * 16
     return min(n, model_limit) if model_limit else n  # `model_limit`: the model's max_position_embeddings
@@ -114,7 +114,7 @@ def vllm_max_num_seqs(cfg) -> int:
     """Sequences vLLM may run at once: the largest sampling call of the loop (a wave's rollouts, the reward
     questions of every student of a wave, the teacher's first round), at most 512 (the sampler's profiling run
     holds max_num_seqs x vocab float32 logits). Never exactly 256: unsloth's load_vllm ignores 256 as "unset" and
-    picks from its own memory table (notes section 1, vllm_utils.py:4819)."""
+    picks from its own memory table (docs/gpu-facts.md §1, vllm_utils.py:4819)."""
     o, i = cfg.outer, cfg.inner
     wave = i.students_in_flight or o.g * o.r
     n = min(512, max(wave * i.batch_size * i.group_size, (wave + 1) * o.M, o.g * o.n, 8))

@@ -142,7 +142,7 @@ class HFEngine:
             import bitsandbytes as bnb
 
             # bnb's default weight_decay is 1e-2: pass ours; state: 2 uint8 moments + float32 absmax per 256 values
-            # (notes section 6). Its state is not saved with checkpoints (resume restarts the moments).
+            # (docs/gpu-facts.md §6). Its state is not saved with checkpoints (resume restarts the moments).
             opt = bnb.optim.AdamW8bit(params, lr=spec.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=spec.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)

@@ -6,7 +6,7 @@ Nothing here imports unsloth or vLLM at module level. What is tested where: the 
 the sampler's adapter hand-over in memory and through files, and the sleep cycle (with stand-ins for vLLM) run on a
 CPU in tests/test_gpu_cpu.py. Loading through unsloth and sampling with its in-process vLLM for real have NOT run
 anywhere yet: they need a CUDA card with unsloth and vllm installed (tests/test_gpu.py, marked `gpu`).
-"Notes section N" below is /work/notes/gpu-api-facts.md (unsloth 2026.10.9, unsloth_zoo 2026.10.9, vLLM 0.33.0).
+The facts this follows (unsloth 2026.10.9, unsloth_zoo 2026.10.9, vLLM 0.33.0) are in docs/gpu-facts.md, by section.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def use_unsloth(setting, device: str) -> bool:
     if setting is True and not found:
         raise MissingExtra("unsloth is not installed (model.use_unsloth: true); install it with: pip install 'soarlite[gpu]'")
     # auto: only together with vLLM. Without it unsloth's fast decode would sample, and that ignores per-row adapters
-    # (notes section 3); the plain transformers + bitsandbytes path samples correctly instead.
+    # (docs/gpu-facts.md §3); the plain transformers + bitsandbytes path samples correctly instead.
     return found and (setting is True or _found("vllm"))
 
 
@@ -48,7 +48,7 @@ def shared_mode(cfg, device: str) -> bool:
 
 
 def prepare_env() -> None:
-    """Before unsloth is imported (it reads these at import, notes section 1 "Standby"): standby, so vLLM's KV cache
+    """Before unsloth is imported (it reads these at import, docs/gpu-facts.md §1 "Standby"): standby, so vLLM's KV cache
     is released while adapters train (unsloth's sleep patches), and no merged rollouts (they fold one LoRA into the
     base, which a multi-adapter batch cannot use). A value the user set wins."""
     os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
@@ -56,7 +56,7 @@ def prepare_env() -> None:
 
 
 def unsloth_kwargs(cfg, model_dir: str, dtype, fast_inference: bool) -> dict:
-    """The arguments of FastLanguageModel.from_pretrained (notes sections 1 and 2):
+    """The arguments of FastLanguageModel.from_pretrained (docs/gpu-facts.md §1 and §2):
     * use_exact_model_name=True: else unsloth maps meta-llama/Llama-3.2-*-Instruct to its own pre-quantized
       `unsloth/...-unsloth-bnb-4bit` repo (other weights, another download);
     * use_gradient_checkpointing: True or False, never its default "unsloth" (that patches torch's checkpoint to the
@@ -104,7 +104,7 @@ def load_unsloth(cfg, model_dir: str, dtype, fast_inference: bool):
 class UnslothSampler(common.LoraHandover):
     """Sampling with unsloth's in-process vLLM (`model.vllm_engine`), one LoRARequest per prompt in one call.
 
-    Hand-over in memory where vLLM's LoRARequest is unsloth's patched struct with `lora_tensors` (notes section 2).
+    Hand-over in memory where vLLM's LoRARequest is unsloth's patched struct with `lora_tensors` (docs/gpu-facts.md §2).
     unsloth's own `model.load_lora(load_tensors=True)` takes every `.lora_A.`/`.lora_B.` tensor of the model and
     strips `.default`, so it fits only a single adapter named `default`; with the teacher, the baseline student and
     the throwaway students resident as named peft adapters it would mix them. So this sampler builds the request
@@ -116,7 +116,7 @@ class UnslothSampler(common.LoraHandover):
     under a NEW id, and the old id is removed from vLLM.
 
     Standby: the first forward with gradients after sampling (`release`, called by HFEngine.logprobs) puts vLLM to
-    sleep (level 1: KV cache and runtime pools freed; unsloth keeps the shared weights, notes section 1); unsloth's
+    sleep (level 1: KV cache and runtime pools freed; unsloth keeps the shared weights, docs/gpu-facts.md §1); unsloth's
     patched LLM.generate wakes it (untagged wake_up) before the next sampling call.
     """
 

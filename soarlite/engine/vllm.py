@@ -77,7 +77,7 @@ class VLLMEngine:
             # the students in flight, the baseline student, the teacher and the zero adapter (see _zero_request)
             "max_loras": adapters_in_flight(cfg),
             "max_lora_rank": vllm_lora_rank(cfg.model.lora_rank),
-            # prompt + completion at most; unset, vLLM sizes for the model's 131,072 tokens (notes section 4)
+            # prompt + completion at most; unset, vLLM sizes for the model's 131,072 tokens (docs/gpu-facts.md §4)
             "max_model_len": max_model_len(cfg, getattr(self.hf.base.config, "max_position_embeddings", None)),
             "dtype": str(self.hf.dtype).removeprefix("torch."),
             "seed": cfg.seed,
@@ -85,7 +85,7 @@ class VLLMEngine:
         }
         if cfg.model.load_in_4bit:
             # in-flight NF4, GPU only (untested here). vLLM 0.33 has no in-tree bitsandbytes: the vllm-bnb-plugin
-            # package (in the gpu extra) registers it (notes section 0)
+            # package (in the gpu extra) registers it (docs/gpu-facts.md §0)
             kwargs["quantization"] = "bitsandbytes"
         if cuda:
             share = cfg.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization

@@ -79,7 +79,7 @@ def base_weight_bytes(shape: Shape, four_bit: bool, ab: int) -> float:
 
 
 def unsloth_standby_share(mem_gib: float) -> float:
-    """unsloth's own gpu_memory_utilization under standby (vLLM >= 0.11; notes section 1, vllm_utils.py:4462-4497):
+    """unsloth's own gpu_memory_utilization under standby (vLLM >= 0.11; docs/gpu-facts.md §1, vllm_utils.py:4462-4497):
     a tier of a tenth of the card's GiB, times 0.95. T4 0.760, 24 GB cards 0.784, A100-40 0.855, 48/80 GB 0.879."""
     tenth = mem_gib * 0.1
     tier = next(u for lim, u in ((4.0, 0.925), (2.5, 0.9), (2.0, 0.825), (1.4, 0.8), (1.0, 0.775), (0.0, 0.75))
