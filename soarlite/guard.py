@@ -35,11 +35,13 @@ class StepGuard:
         return getattr(self._report, name)
 
     def outer_start(self, t: int, total: int) -> None:
+        check_interrupted()
         self.step, self.phase_text = t, ""
         reset_peak_memory()
         self._report.outer_start(t, total)
 
     def phase(self, text: str) -> None:
+        check_interrupted()
         self.phase_text = text
         self._report.phase(text)
 
@@ -70,10 +72,23 @@ class RunFailed(RuntimeError):
     """The run stopped on something outside it (a full disk, a lost folder); every finished step is checkpointed."""
 
 
+# Signals that arrived during the run. The exception a signal handler raises can be swallowed: raised inside a
+# finalizer or a C extension's callback, Python prints "Exception ignored" and goes on. The run still stops: at the
+# next phase (StepGuard) or when anything else ends the run, as an interruption.
+PENDING: list[int] = []
+
+
+def check_interrupted() -> None:
+    """Raise Interrupted if a signal arrived whose exception something swallowed."""
+    if PENDING:
+        raise Interrupted(PENDING[-1])
+
+
 @contextmanager
 def signals_raise():
-    """SIGTERM and SIGHUP raise Interrupted (SIGINT already raises KeyboardInterrupt), so the run unwinds: the grader's
-    workers are stopped and the caller can say where the run stands. Only in the main thread (signals need it)."""
+    """SIGTERM and SIGHUP raise Interrupted, SIGINT KeyboardInterrupt, so the run unwinds: the grader's workers are
+    stopped and the caller can say where the run stands. Each is also recorded in PENDING (see above). Only in the
+    main thread (signals need it)."""
     import signal
     import threading
 
@@ -82,12 +97,19 @@ def signals_raise():
         return
 
     def handler(signum, frame):
-        raise Interrupted(signum)
+        PENDING.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
 
-    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    wanted = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s]
+    PENDING.clear()
     old = {s: signal.signal(s, handler) for s in wanted}
     try:
         yield
+    except BaseException as e:
+        if PENDING and not isinstance(e, (KeyboardInterrupt, Interrupted)):
+            raise Interrupted(PENDING[-1]) from e  # the signal's own exception was swallowed; this is why we stop
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        PENDING.clear()

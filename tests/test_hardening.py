@@ -427,13 +427,13 @@ def test_a_signal_prints_the_resume_command(tmp_path, sig, code):
     args = [sys.executable, "-m", "soarlite", "run", "--recipe", "tiny", "--out", str(run), "--quiet", "task=math",
             f"model.base={model}", f"data.hard_train={data}", "prompts.teacher=Write: ", "prompts.student=Q: {question} A:",
             "model.target_modules=[q_proj]", *FAST,
-            "outer.max_sample_rounds=100000"]  # a random model writes no valid pair: it samples until the signal
+            "outer.max_sample_rounds=40"]  # a random model writes no valid pair: it samples (bounded) past the signal
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "run folder" in p.stdout.readline()  # the lock is held and config.yaml written
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)
-    # SIGINT: exit 130, or (seen once under heavy load, a second KeyboardInterrupt during interpreter shutdown)
-    # death by SIGINT, which a shell reports as the same status 128 + 2 = 130
+    # SIGINT: exit 130; a SIGINT that lands before the run's own handler is installed ends the process by the signal
+    # itself, which a shell reports as the same status 128 + 2 = 130
     assert p.returncode == code or (sig == signal.SIGINT and p.returncode == -signal.SIGINT), err
     assert err.strip().splitlines() == [f"interrupted after step 0; resume with `soarlite run --resume {run}`"]
