@@ -258,7 +258,10 @@ def _check_finite(key: str, value: Any) -> None:
 def _migrate(data: dict) -> dict:
     """A recipe or run folder written before tasks existed (`model.base: toy`, `toy:` settings) in today's terms, so
     that an old run still resumes."""
-    if not isinstance(data, dict) or "toy" not in data and (data.get("model") or {}).get("base") != "toy":
+    if not isinstance(data, dict):
+        return data
+    model = data.get("model")
+    if "toy" not in data and not (isinstance(model, dict) and model.get("base") == "toy"):
         return data
     data = dict(data)
     options = data.pop("toy", None) or {}
