@@ -32,29 +32,15 @@ class _Quiet:
         pass
 
 
-def bootstrap(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the mean of `values`, resampling problems."""
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
-
-
-def paired_bootstrap(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of mean(a - b) over problems (a and b measured on the same problems)."""
-    return bootstrap([x - y for x, y in zip(a, b)], reps, seed)
-
-
 def summarise_counts(counts: list[int], samples: int, ks=(1, 32)) -> dict:
-    from soarlite.evaluation.passk import pass_at_k
+    from soarlite.evaluation.summary import bootstrap, per_problem
 
     out = {"solved": sum(c > 0 for c in counts), "problems": len(counts)}
     for k in ks:
         if k <= samples:
-            per = [pass_at_k(samples, c, k) for c in counts]
-            lo, hi = bootstrap(per, seed=k)
+            per = per_problem(counts, samples, k)
             out[f"pass@{k}"] = sum(per) / len(per)
-            out[f"pass@{k}_ci"] = [lo, hi]
+            out[f"pass@{k}_ci"] = bootstrap([per], seed=k)
     return out
 
 
@@ -149,17 +135,17 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
 
 def _diffs(runs: list[dict], samples: int) -> list[dict]:
     """Per seed: stones - hard_only and hard_only - none in pass@32, with a paired bootstrap interval over problems."""
-    from soarlite.evaluation.passk import pass_at_k
+    from soarlite.evaluation.summary import bootstrap, per_problem
 
     k = min(32, samples)
-    by = {(r["arm"], r["seed"]): [pass_at_k(samples, c, k) for c in r["counts"]] for r in runs}
+    by = {(r["arm"], r["seed"]): per_problem(r["counts"], samples, k) for r in runs}
     out = []
     for seed in sorted({r["seed"] for r in runs}):
         for a, b in (("stones", "hard_only"), ("hard_only", "none"), ("stones", "none")):
             if (a, seed) in by and (b, seed) in by:
                 x, y = by[(a, seed)], by[(b, seed)]
                 out.append({"seed": seed, "diff": f"{a} - {b}", f"pass@{k}": sum(x) / len(x) - sum(y) / len(y),
-                            "ci": list(paired_bootstrap(x, y))})
+                            "ci": bootstrap([x, y])})  # paired: the same problems drawn for both
     return out
 
 

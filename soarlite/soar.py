@@ -33,7 +33,6 @@ import json
 import random
 import resource
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from soarlite import checkpoint, rloo, teacher_rewards
 from soarlite.config import Config
 from soarlite.engine import Completion, OptimizerSpec, SamplingParams
 from soarlite.executor import LocalExecutor, Wave
-from soarlite.inner import Student, accuracy, train_students
+from soarlite.inner import Student, accuracy, clock, train_students
 from soarlite.names import STUDENT, TEACHER, seed_for
 from soarlite.scoring import question_profile
 from soarlite.tasks import QA, World
@@ -218,13 +217,6 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
 
 
 # ------------------------------------------------------------------------------------------------ run folder
-@contextmanager
-def clock(phase_s: dict[str, float], name: str):
-    t0 = time.time()
-    yield
-    phase_s[name] = phase_s.get(name, 0.0) + time.time() - t0
-
-
 def load_state(run_dir: Path) -> State:
     path = run_dir / "state.json"
     if not path.exists():
