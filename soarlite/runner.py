@@ -117,7 +117,7 @@ def prepare_folder(cfg: Config, run_dir: Path, recipe: str | None, resume: bool,
 
 def world_phase(cfg: Config) -> str:
     if cfg.task == "toy":
-        return "the toy world: its model and hard problems (built on first use, a few minutes; then cached)"
+        return "the toy world: its model and hard problems (the default ships with soarlite; other settings build once)"
     return f"the task's hard problems ({cfg.task})"
 
 

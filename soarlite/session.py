@@ -139,10 +139,16 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def self_contained(cfg: Config) -> bool:
+    """Whether the recipe's task brings its own model and hard problems (the toy world), so that model.base and the
+    data files are not the recipe's to check (the task's optional `self_contained` attribute)."""
+    return bool(getattr(tasks.resolve(cfg), "self_contained", False))
+
+
 def check_model_reachable(cfg: Config) -> None:
-    """model.base, when it is a Hub id (and the task uses it: the toy world brings its own model), can be loaded."""
+    """model.base, when it is a Hub id (and the task uses it), can be loaded."""
     base = cfg.model.base
-    if cfg.task == "toy" or Path(base).expanduser().exists() or base.startswith(("/", ".", "~")):
+    if self_contained(cfg) or Path(base).expanduser().exists() or base.startswith(("/", ".", "~")):
         return
     check_reachable(base)
 
@@ -177,10 +183,12 @@ def check_paths(cfg: Config) -> None:
     """The recipe's data files (every row) and local model folder are good: cheap, before anything is written or
     loaded. `validate` and `run` both make these checks, so they accept the same recipes."""
     tasks.resolve(cfg, with_data=True)
+    if self_contained(cfg):
+        return
     check_model(cfg)
-    for key in ("hard_train", "hard_test"):  # rows a task reads through the data section (the toy builds its own)
+    for key in ("hard_train", "hard_test"):  # rows a task reads through the data section
         path = getattr(cfg.data, key)
-        if path and cfg.task != "toy":
+        if path:
             load_rows(path, cfg.data.problem_field, cfg.data.answer_field)
 
 

@@ -103,6 +103,8 @@ class Task(Protocol):
     #                                             teacher_questions), which `soarlite report` plots
     #   reference_answer(question) -> str | None  the task's own answer to a question, where it can compute one: the
     #                                             share of the teacher's answers that are right
+    #   self_contained: bool                      True when the task brings its own model and hard problems (the
+    #                                             toy world): the recipe's model.base and data files go unchecked
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The `toy` task: the offline arithmetic world of `soarlite.toy` (a tiny Llama pretrained on it, and its fail@128
-hard split), built on first use and cached. Its answers are integers in `\\boxed{}`, graded like the math task's.
+hard split); the default world ships with the package, other settings are built once and cached. Its answers are
+integers in `\\boxed{}`, graded like the math task's.
 
 Options (`task_options`): `preset` (default or small), `seed`, and any world setting of soarlite.toy.DEFAULT_SETTINGS.
 """
@@ -15,6 +16,7 @@ from soarlite.tasks.math import MathTask
 
 class ToyTask(MathTask):
     name = "toy"
+    self_contained = True  # its own model and hard split: the recipe's model.base and data files are not used
 
     def __init__(self, options: dict | None = None) -> None:
         from soarlite import toy  # plain data and text: no torch until the world is built
