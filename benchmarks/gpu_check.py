@@ -88,7 +88,7 @@ class StandIn:
         return [self._even(t) for t, _ in pairs]
 
 
-def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path) -> dict:
+def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int = 2, pf_tokens: int = 64) -> dict:
     import torch
 
     from soarlite import hardware, plan, preflight, rloo
@@ -176,7 +176,12 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path) -> dict:
     measured["allocated at the peak"] = max(top, peak())
 
     adapters_before = list(engine.adapters)
-    pf = preflight.check(cfg, StandIn(), engine, StandIn(), samples=2, questions=min(o.n, 8))
+    # The pre-flight row checks mechanics (adapter made, trained, counted, removed), not speed: a short inner loop keeps
+    # the whole check inside one device call (a random model never stops, so every rollout runs to max_new_tokens).
+    pf_cfg = load_recipe(recipe, over + [f"inner.steps={pf_steps}", f"inner.max_new_tokens={pf_tokens}",
+                                         f"outer.max_new_tokens={pf_tokens}"])
+    pf_cfg.model.base = str(model_dir)
+    pf = preflight.check(pf_cfg, StandIn(), engine, StandIn(), samples=2, questions=min(o.n, 8))
     rows = [{"part": k, "planner_gib": planned[k] / plan.GIB, "torch_gib": measured[k] / plan.GIB,
              "error": (planned[k] - measured[k]) / measured[k] if measured[k] else None} for k in planned]
     return {
@@ -185,7 +190,8 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path) -> dict:
         "lockstep": {"engine": "transformers + peft (HFEngine)", "one_call_s": lockstep_s,
                      "one_per_student_s": one_at_a_time_s, "speedup": one_at_a_time_s / max(lockstep_s, 1e-9),
                      "rollouts": per_student * s_flight, "mean_len": sum(len(c.ids) for c in outs) / len(outs)},
-        "preflight": {"seconds": pf.seconds, "before": pf.before, "after": pf.after, "questions": pf.questions,
+        "preflight": {"inner_steps": pf_steps, "max_new_tokens": pf_tokens, "seconds": pf.seconds,
+                      "before": pf.before, "after": pf.after, "questions": pf.questions,
                       "samples": pf.samples, "skipped": pf.skipped,
                       "adapters_restored": list(engine.adapters) == adapters_before},
     }
@@ -199,7 +205,7 @@ def table(card: str, results: list[dict]) -> str:
             err = f"{row['error']:+.0%}" if row["error"] is not None else "-"
             lines.append(f"| {r['recipe']} ({r['shape']}) | {row['part']} | {row['planner_gib']:.2f} | "
                          f"{row['torch_gib']:.2f} | {err} |")
-    lines += ["", "| setting | rollouts | one mixed call s | one call per student s | lockstep speed-up | pre-flight s |",
+    lines += ["", "| setting | rollouts | one mixed call s | one call per student s | lockstep speed-up | pre-flight s (short) |",
               "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         lk, pf = r["lockstep"], r["preflight"]
@@ -213,6 +219,8 @@ def main() -> int:
     ap.add_argument("--settings", default="math-24gb,math-t4")
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--smoke", action="store_true", help="the code path on a CPU, shapes shrunk, no memory figures")
+    ap.add_argument("--preflight-steps", type=int, default=2, help="inner steps of the pre-flight row (mechanics only)")
+    ap.add_argument("--preflight-tokens", type=int, default=64, help="max_new_tokens of the pre-flight row")
     a = ap.parse_args()
     try:
         import torch
@@ -229,7 +237,7 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for recipe in a.settings.split(","):
-            results.append(check_setting(recipe.strip(), cuda, a.smoke, Path(tmp)))
+            results.append(check_setting(recipe.strip(), cuda, a.smoke, Path(tmp), a.preflight_steps, a.preflight_tokens))
             if cuda:
                 torch.cuda.empty_cache()
     Path(a.out).write_text(json.dumps({"card": card, "torch": torch.__version__, "results": results}, indent=1))
