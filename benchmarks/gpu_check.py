@@ -88,7 +88,8 @@ class StandIn:
         return [self._even(t) for t, _ in pairs]
 
 
-def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int = 2, pf_tokens: int = 64) -> dict:
+def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int = 2, pf_tokens: int = 64,
+                  extra: tuple[str, ...] = ()) -> dict:
     import torch
 
     from soarlite import hardware, plan, preflight, rloo
@@ -102,6 +103,11 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int
     def peak() -> int:
         return torch.cuda.max_memory_allocated() if cuda else 0
 
+    t_start = time.time()
+
+    def say(what: str) -> None:  # progress on stderr: a device call cut off by its limit still shows where it was
+        print(f"[{time.time() - t_start:6.1f}s] {recipe}: {what}", file=sys.stderr, flush=True)
+
     def reset() -> None:
         if cuda:
             torch.cuda.synchronize()
@@ -112,6 +118,7 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int
         over += ["outer.g=2", "outer.r=2", "outer.n=4", "outer.M=4", "outer.max_new_tokens=8", "outer.micro_batch=2",
                  "inner.batch_size=2", "inner.group_size=2", "inner.max_new_tokens=8", "inner.micro_batch=4",
                  "inner.steps=2", "model.max_seq_len=256"]
+    over += extra
     cfg = load_recipe(recipe, over)
     shape = plan.model_shape(cfg)
     card = hardware.card_from_torch() if cuda else hardware.CARDS["t4"]
@@ -121,11 +128,13 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int
     planned = {"base weights": parts["base"], "adapters + AdamW": parts["adapters"] + parts["adamw"],
                "sample (KV + prefill)": parts["sample"], "train (activations)": parts["student_train"],
                "teacher micro-batch": parts["teacher_train"], "allocated at the peak": mem["allocated"]}
+    say("writing the random model")
     model_dir = write_model(SETTINGS[recipe], tmp / recipe, "cuda" if cuda else "cpu", smoke)
     cfg.model.base = str(model_dir)
     measured: dict[str, float] = {}
     reset()
     start = allocated()
+    say("loading it through HFEngine")
     engine = HFEngine(cfg, str(model_dir))
     measured["base weights"] = allocated() - start
     i, o = cfg.inner, cfg.outer
@@ -151,6 +160,7 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int
     prompt = " ".join(f"<{t}>" for t in ids(p_student - 1))
     per_student = i.batch_size * i.group_size
     params = SamplingParams(i.temperature, i.max_new_tokens)
+    say(f"sampling {per_student * s_flight} rollouts in one mixed-adapter call")
     reset()
     t0 = time.time()
     outs = engine.generate([prompt] * (per_student * s_flight), [n for n in names for _ in range(per_student)], params,
@@ -158,10 +168,12 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int
     lockstep_s = time.time() - t0
     measured["sample (KV + prefill)"] = peak() - persistent
     top = peak()
+    say(f"the same, one call per student ({lockstep_s:.1f}s for the mixed call)")
     t0 = time.time()
     for n in names:
         engine.generate([prompt] * per_student, [n] * per_student, params, seed=0)
     one_at_a_time_s = time.time() - t0
+    say("the students' updates")
     reset()
     for k, n in enumerate(names):
         batch = outs[k * per_student : (k + 1) * per_student]
@@ -175,6 +187,7 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int
     measured["teacher micro-batch"] = peak() - persistent
     measured["allocated at the peak"] = max(top, peak())
 
+    say("the pre-flight check")
     adapters_before = list(engine.adapters)
     # The pre-flight row checks mechanics (adapter made, trained, counted, removed), not speed: a short inner loop keeps
     # the whole check inside one device call (a random model never stops, so every rollout runs to max_new_tokens).
@@ -221,6 +234,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="the code path on a CPU, shapes shrunk, no memory figures")
     ap.add_argument("--preflight-steps", type=int, default=2, help="inner steps of the pre-flight row (mechanics only)")
     ap.add_argument("--preflight-tokens", type=int, default=64, help="max_new_tokens of the pre-flight row")
+    ap.add_argument("--set", nargs="*", default=[], help="recipe overrides for every setting (planner and measure)")
     a = ap.parse_args()
     try:
         import torch
@@ -237,10 +251,12 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for recipe in a.settings.split(","):
-            results.append(check_setting(recipe.strip(), cuda, a.smoke, Path(tmp), a.preflight_steps, a.preflight_tokens))
+            results.append(check_setting(recipe.strip(), cuda, a.smoke, Path(tmp), a.preflight_steps, a.preflight_tokens,
+                                          tuple(a.set)))
             if cuda:
                 torch.cuda.empty_cache()
-    Path(a.out).write_text(json.dumps({"card": card, "torch": torch.__version__, "results": results}, indent=1))
+    Path(a.out).write_text(json.dumps({"card": card, "torch": torch.__version__, "overrides": a.set,
+                                       "results": results}, indent=1))
     print(table(card, results))
     print(f"\nwrote {a.out}")
     return 0
