@@ -142,6 +142,8 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
             pairs, teacher_rollouts, valid_rate = sample_questions(engine, grader, cfg, world, seed)
         datasets = [pairs[k * o.n : (k + 1) * o.n] for k in range(o.g)]
         asked = question_profile(world.task, grader, pairs)  # what the teacher asks, where the task can measure it
+        # the same per dataset: beside each dataset's reward it shows what the teacher's RLOO can learn from
+        asked_k = [question_profile(world.task, grader, ds) for ds in datasets] if asked is not None else None
 
         # 4 (first half). Q_R: M problems from the hard training set, fresh each step
         rng = random.Random(seed)
@@ -195,6 +197,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
             "step": t,
             "teacher_valid_rate": valid_rate,
             "teacher_questions": asked,
+            "teacher_questions_by_dataset": asked_k,
             "rewards": rewards,
             "teacher_rewards": t_rewards,
             "reward_mean": reward_mean,
