@@ -149,7 +149,8 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int
     mbs = -(-per_student // i.micro_batch)  # micro-batches of one student's update
     seq = p_student + i.max_new_tokens
     kl = i.kl_coef > 0
-    # the planner's time for each timed call, same shapes and card (throughput.CALIBRATION for the hf engine)
+    # the planner's time for each timed call, same shapes and card (the hf engine's overheads are fitted: CALIBRATION
+    # in soarlite/plan/throughput.py)
     planner_s = {
         "mixed_call": plan._decode_s(per_student * s_flight, p_student, i.max_new_tokens, s_flight, mode, card, shape,
                                      cfg, None),

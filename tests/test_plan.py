@@ -203,8 +203,9 @@ H200_MEASURED = {128: (37.4, 44.4, 26.7), 384: (117.2, None, None)}
 
 @pytest.mark.parametrize("new", sorted(H200_MEASURED))
 def test_planner_reproduces_the_h200_measurements(new):
-    """The hf engine's fitted overheads (throughput.CALIBRATION) give the measured times within 25%. The 128-token
-    figures are the fit's own points (this guards the arithmetic); the 384-token mixed call was not used in the fit."""
+    """The hf engine's fitted overheads (the CALIBRATION comment in soarlite/plan/throughput.py) give the measured
+    times within 25%. The 128-token figures are the fit's own points (this guards the arithmetic); the 384-token mixed
+    call was not used in the fit."""
     mixed, per_student, train = H200_MEASURED[new]
     cfg = load_recipe("math-t4", ["engine=hf", "model.use_unsloth=false", f"inner.max_new_tokens={new}",
                                   f"outer.max_new_tokens={new}"])
