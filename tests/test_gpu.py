@@ -2,7 +2,9 @@
 
     python -m pytest -q -m gpu tests/test_gpu.py          (bitsandbytes installed for the 4-bit tests)
 
-Not yet run anywhere: no session of this project has had a CUDA card so far (docs/performance.md).
+Run once so far: on an NVIDIA H200, 2026-11-26 (torch 2.11.0+cu130, transformers 5.17.0, peft 0.21.2, bitsandbytes
+0.50.2): 5 passed, 1 skipped (unsloth + vllm, not on the machine) in 25.9 s
+(benchmarks/results/2026-11-26-h200/pytest_gpu.log, docs/performance.md).
 """
 
 import importlib.util

@@ -10,8 +10,8 @@ from soarlite.engine.common import max_model_len, vllm_max_num_seqs
 from soarlite.hardware import GIB, Card
 from soarlite.plan.shapes import Shape, prompt_tokens, students_in_flight
 
-# Every figure below is an assumption, not a measurement: no GPU has checked them in this project yet (see
-# docs/performance.md). They are here, named, so a user can see what the estimate rests on and replace it.
+# Every figure below is an assumption, not a measurement: the one GPU session so far (an H200, 2026-11-26) ran out of
+# time before benchmarks/gpu_check.py measured memory (see docs/performance.md). They are here, named, so a user can see what the estimate rests on and replace it.
 CUDA_CONTEXT_GIB = 0.5  # CUDA context + kernels: held on the card, not counted by torch's allocator
 ALLOCATOR_SLACK = 0.10  # torch's caching allocator reserves more than it hands out (fragmentation)
 VLLM_SHARE = 0.45  # the default gpu_memory_utilization (config `gpu_memory_utilization`; vLLM takes this share)

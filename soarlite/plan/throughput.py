@@ -1,6 +1,7 @@
 """Time per outer step: tokens sampled and trained per phase, a roofline per phase from the card's spec-sheet peak
-FLOP/s and bandwidth times assumed utilisation factors (RATES), or rates measured through the real engine
-(`measure`, which replaces the assumptions)."""
+FLOP/s and bandwidth times utilisation factors and overheads (RATES: assumed, apart from the transformers + peft
+overheads fitted to one H200 session, CALIBRATION), or rates measured through the real engine (`measure`, which
+replaces them)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from soarlite.hardware import GIB, Card
 from soarlite.plan.footprint import VLLM_MAX_SEQS
 from soarlite.plan.shapes import Shape, model_shape, prompt_tokens, ray_workers, students_in_flight
 
-# Every figure below is an assumption, not a measurement: no GPU has checked them in this project yet (see
-# docs/performance.md). They are here, named, so a user can see what the estimate rests on and replace it.
+# Most figures below are assumptions (see docs/performance.md). The exception: the hf engine's decoding overheads and
+# the per-micro-batch training cost of the transformers + peft trainer (engines hf and vllm), fitted to ONE card's
+# measurements (below, CALIBRATION). They are here, named, so a user can see what the estimate rests on and replace it.
 # bitsandbytes' 4-bit matmul for more than one row dequantises the whole weight to 16-bit and multiplies: per call it
 # reads 0.5 byte, writes 2 and reads 2 per parameter. So a batched decoding step moves ~4.5 bytes per 4-bit parameter.
 BNB_DEQUANT_BYTES = 4.5
@@ -23,19 +25,52 @@ GRADES_PER_S = 150.0  # math_verify gradings per second per worker (measured on 
 
 @dataclass(frozen=True)
 class Rates:
-    """Fractions of the card's peak an engine reaches (assumed), and per-step overheads (assumed)."""
+    """Fractions of the card's peak an engine reaches (assumed), per-step overheads, and a fixed cost per training
+    micro-batch (fitted for hf/vllm, see CALIBRATION; assumed elsewhere)."""
 
     train: float  # of peak FLOP/s, LoRA training on the (4-bit) base
     prefill: float  # of peak FLOP/s
     decode_compute: float  # of peak FLOP/s, batched decoding when compute-bound
     decode_bw: float  # of peak bandwidth, decoding when memory-bound
     step_overhead_s: float  # per decoding step, per layer: kernel launches and Python
-    adapter_overhead_s: float  # per decoding step, per layer, per LoRA module, per adapter in a mixed batch (peft)
+    adapter_overhead_s: float  # per decoding step, per layer, per LoRA module, per adapter in a chunk (peft)
+    train_mb_overhead_s: float = 0.0  # per training micro-batch: launches, Python, syncs (on top of the FLOPs)
 
+
+# CALIBRATION: the hf engine's overheads and the transformers + peft trainer's cost per micro-batch.
+# Measured 2026-11-26 on ONE card, an NVIDIA H200 (143771 MiB, driver 580.159.04; python 3.12.3, torch 2.11.0+cu130,
+# CUDA 13.0, transformers 5.17.0, peft 0.21.2, bitsandbytes 0.50.2), by
+#   python3 benchmarks/gpu_check.py --settings math-t4 --set inner.max_new_tokens=128 outer.max_new_tokens=128
+# (benchmarks/results/2026-11-26-h200/gpu_check_t4_128.log): Llama-3.2-1B shape (random weights, so every rollout
+# runs to max_new_tokens), 4-bit NF4 base, HFEngine, 8 students x 32 rollouts = 256, model.gen_batch 128, student
+# prompt 125 tokens (the planner's estimate at outer.max_new_tokens=128), 128 new tokens:
+#   M  one mixed-adapter call, 2 chunks of 128 rows (4 adapters in each) x 128 steps       37.4 s
+#   S  one call per student: 8 calls of 32 rows (one adapter) x 128 steps                   44.4 s
+#   T  the 8 students' RLOO updates: 256 sequences of 253 tokens, micro-batch 4 = 64
+#      micro-batches (KL reference on, gradient checkpointing on)                          26.7 s
+# The roofline parts at the assumed utilisations (H200 989 TFLOP/s, 4800 GB/s; 4.904e9 bytes of weight traffic per
+# step, 32,768 KV bytes per token, mean context 125 + 64 = 189): a step of 128 rows 2.37 ms, of 32 rows 2.13 ms;
+# prefill 0.200 s for 256 prompts, 0.025 s for 32. What is left is overhead per decoding step:
+#   M: (37.4 - 256 x 2.37e-3 - 0.200) / 256  = 142.9 ms = 16 layers x (step + 7 modules x 4 adapters x adapter)
+#   S: (44.4 - 1024 x 2.13e-3 - 8 x 0.025) / 1024 = 41.0 ms = 16 layers x (step + 7 modules x 1 adapter x adapter)
+#   => 21 x adapter = (142.9 - 41.0) / 16 ms -> adapter = 0.303 ms; step = 41.0 / 16 - 7 x 0.303 = 0.442 ms.
+# The two points differ in batch (128 against 32 rows) as well as in adapters, and the fit puts all the difference on
+# the adapters (the roofline says the batch adds 0.24 ms a step). Training: FLOPs at 25% of peak, 256 x 253 x 2 x
+# 1.236e9 x 4 passes / (989e12 x 0.25) = 2.59 s; (26.7 - 2.59) / 64 = 0.377 s per micro-batch of 4 sequences.
+# Rounded to the constants below, the planner gives M 37.0 s, S 44.0 s, T 26.9 s; and for the one figure not used in
+# the fit, the same mixed call at 384 new tokens (prompt 253), measured 117.2 s: 111.2 s (-5%).
+# These are one card's figures (eager transformers: the overheads are mostly kernel launches and Python, so the host
+# CPU matters too); on other cards they are the best figure there is, not a measurement (tests/test_plan.py holds them).
+HF_STEP_OVERHEAD_S = 0.44e-3
+HF_ADAPTER_OVERHEAD_S = 0.30e-3
+PEFT_TRAIN_MB_OVERHEAD_S = 0.38
 
 RATES = {
-    "hf": Rates(0.25, 0.40, 0.30, 0.50, 0.4e-3, 0.06e-3),
-    "vllm": Rates(0.25, 0.50, 0.50, 0.60, 0.1e-3, 0.0),  # training is still transformers+peft
+    "hf": Rates(0.25, 0.40, 0.30, 0.50, HF_STEP_OVERHEAD_S, HF_ADAPTER_OVERHEAD_S, PEFT_TRAIN_MB_OVERHEAD_S),
+    # vLLM samples (its overheads assumed, not measured); training is still transformers + peft (fitted)
+    "vllm": Rates(0.25, 0.50, 0.50, 0.60, 0.1e-3, 0.0, PEFT_TRAIN_MB_OVERHEAD_S),
+    # unsloth's patched trainer: its fixed cost per micro-batch is not measured (0 here, so its training time is a
+    # lower bound; the transformers + peft figure above says the real one is not 0)
     "unsloth": Rates(0.40, 0.50, 0.50, 0.60, 0.1e-3, 0.0),
     "cpu": Rates(0.30, 0.30, 0.30, 0.30, 0.2e-3, 0.03e-3),
 }
@@ -58,7 +93,8 @@ def tokens(cfg: Config, valid_rate: float) -> dict[str, dict[str, float]]:
 
 def _decode_s(seqs: int, prompt: int, new: int, adapters: int, mode: str, card: Card, shape: Shape, cfg: Config,
               kv_seqs: float | None) -> float:
-    """Seconds to sample `seqs` sequences of `new` tokens after `prompt` tokens (a roofline with assumed rates)."""
+    """Seconds to sample `seqs` sequences of `new` tokens after `prompt` tokens, `adapters` adapters with equal
+    contiguous shares of the rows (as the inner loop and the evaluation order them): a roofline plus overheads."""
     r = RATES[mode]
     peak = card.tflops * 1e12
     bw = card.bandwidth_gbs * 1e9
@@ -69,29 +105,35 @@ def _decode_s(seqs: int, prompt: int, new: int, adapters: int, mode: str, card: 
     flops_tok = 2 * shape.flop_params
     n_lora = len(cfg.model.target_modules)
 
-    def step_s(batch: float, ctx: float) -> float:
+    def step_s(batch: float, ctx: float, in_batch: int) -> float:
         compute = batch * flops_tok / (peak * r.decode_compute)
         mem = (weight_traffic + batch * ctx * kvb) / (bw * r.decode_bw)
-        overhead = shape.layers * (r.step_overhead_s + n_lora * adapters * r.adapter_overhead_s)
+        overhead = shape.layers * (r.step_overhead_s + n_lora * in_batch * r.adapter_overhead_s)
         return max(compute, mem) + overhead
 
     prefill = seqs * prompt * flops_tok / (peak * r.prefill)
     if mode in ("hf", "cpu"):  # chunks of gen_batch, each runs to its longest sequence
-        total, left = 0.0, seqs
-        while left > 0:
-            b = min(cfg.model.gen_batch, left)
-            total += new * step_s(b, prompt + new / 2)
-            left -= b
+        # peft runs each adapter of a chunk on its own rows: a chunk pays for the adapters whose rows it holds
+        total, start = 0.0, 0
+        per = seqs / max(1, adapters)
+        while start < seqs:
+            b = min(cfg.model.gen_batch, seqs - start)
+            in_chunk = min(adapters, math.floor((start + b - 1) / per) - math.floor(start / per) + 1)
+            total += new * step_s(b, prompt + new / 2, in_chunk)
+            start += b
         return total + prefill
     conc = max(1.0, min(seqs, VLLM_MAX_SEQS, kv_seqs or VLLM_MAX_SEQS))
-    return seqs * new / conc * step_s(conc, prompt + new / 2) + prefill
+    return seqs * new / conc * step_s(conc, prompt + new / 2, adapters) + prefill
 
 
-def _train_s(sequences: int, seq: int, mode: str, card: Card, shape: Shape, cfg: Config, kl: bool) -> float:
+def _train_s(sequences: int, seq: int, mode: str, card: Card, shape: Shape, cfg: Config, kl: bool,
+             micro_batches: int = 0) -> float:
     """Forward with gradients (2 FLOPs/param/token), backward through the frozen base to the LoRA weights (2 more),
-    the recompute of checkpointing (2), and the KL reference forward (2) when kl_coef > 0."""
+    the recompute of checkpointing (2), and the KL reference forward (2) when kl_coef > 0; plus the engine's fixed
+    cost per micro-batch (RATES[mode].train_mb_overhead_s) times `micro_batches`."""
     passes = 2 + (1 if cfg.model.gradient_checkpointing and mode != "cpu" else 0) + (1 if kl else 0)
-    return sequences * seq * 2 * shape.flop_params * passes / (card.tflops * 1e12 * RATES[mode].train)
+    flops = sequences * seq * 2 * shape.flop_params * passes / (card.tflops * 1e12 * RATES[mode].train)
+    return flops + micro_batches * RATES[mode].train_mb_overhead_s
 
 
 def step_time(cfg: Config, shape: Shape, card: Card, mode: str, valid_rate: float, kv_seqs: float | None = None) -> dict[str, float]:
@@ -109,13 +151,16 @@ def step_time(cfg: Config, shape: Shape, card: Card, mode: str, valid_rate: floa
     for w in range(waves):
         k = min(wave, o.g - w * wave) * o.r
         sample[w % workers] += i.steps * _decode_s(k * i.batch_size * i.group_size, p_s, i.max_new_tokens, k, mode, card, shape, cfg, kv_seqs)
-        train[w % workers] += i.steps * _train_s(k * i.batch_size * i.group_size, seq_s, mode, card, shape, cfg, i.kl_coef > 0)
+        per_student = i.batch_size * i.group_size  # each student's update: its own micro-batches
+        train[w % workers] += i.steps * _train_s(k * per_student, seq_s, mode, card, shape, cfg, i.kl_coef > 0,
+                                                 k * math.ceil(per_student / i.micro_batch))
         n_eval = k + (1 if w == 0 else 0)
         evals[w % workers] += _decode_s(n_eval * o.M, p_s, i.max_new_tokens, n_eval, mode, card, shape, cfg, kv_seqs)
     t["student sampling"] = max(sample)
     t["student training"] = max(train)
     t["evaluation (greedy)"] = max(evals)
-    t["teacher update"] = _train_s(o.g * o.n, seq_t, mode, card, shape, cfg, o.kl_coef > 0)
+    t["teacher update"] = _train_s(o.g * o.n, seq_t, mode, card, shape, cfg, o.kl_coef > 0,
+                                   math.ceil(o.g * o.n / o.micro_batch))
     graded = o.g * o.r * i.steps * i.batch_size * i.group_size + (o.g * o.r + 1) * o.M + math.ceil(o.g * o.n / valid_rate)
     t["grading"] = graded / (GRADES_PER_S * resolve_workers(cfg.grader_workers))
     return t
