@@ -103,3 +103,27 @@ def test_the_teacher_questions_plot(tmp_path):
     out = build([run])
     assert png_size(out / "questions.png") == (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
     assert "![questions](questions.png)" in (out / "report.md").read_text()
+
+
+def test_what_the_teachers_reward_follows(tmp_path):
+    """report.md's reward-signal table: Pearson correlations over datasets, computed from metrics.jsonl by hand."""
+    import json
+
+    from soarlite.evaluation.report import build, load_run, reward_signal
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: tiny\n")
+    # three datasets: mean difficulty 1, 2, 3 (one question each at that level plus an unmeasurable one), rewards
+    # 0.3, 0.2, 0.1 (exactly opposite to difficulty), right shares 0.5, 1.0, 0.0
+    per_ds = [{"difficulty": {str(k): 1, "other": 1}, "answers_right": a} for k, a in ((1, 0.5), (2, 1.0), (3, 0.0))]
+    row = {"step": 0, "teacher_valid_rate": 1.0, "reward_mean": 0.2, "moving_avg": None, "promoted": False,
+           "peak_mem_mb": 1.0, "wall_s": 1.0, "rewards": [0.3, 0.2, 0.1], "teacher_rewards": [0.3, 0.2, 0.1],
+           "teacher_questions": None, "teacher_questions_by_dataset": per_ds}
+    (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    sig = reward_signal(load_run(run))
+    assert sig["datasets"] == 3
+    assert sig["with_difficulty"] == pytest.approx(-1.0)
+    assert sig["with_answers_right"] == pytest.approx(0.5)  # right (0.5, 1, 0) against reward (0.3, 0.2, 0.1)
+    text = (build([run]) / "report.md").read_text()
+    assert "| run | 3 | -1.00 | 0.50 |" in text

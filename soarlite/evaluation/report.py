@@ -191,6 +191,34 @@ def plot_questions(run: Run, path: Path) -> None:
     plt.close(fig)
 
 
+def _pearson(a: list[float], b: list[float]) -> float | None:
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va, vb = sum((x - ma) ** 2 for x in a), sum((y - mb) ** 2 for y in b)
+    if va == 0 or vb == 0:
+        return None
+    return sum((x - ma) * (y - mb) for x, y in zip(a, b)) / (va * vb) ** 0.5
+
+
+def reward_signal(run: Run) -> dict | None:
+    """What the teacher's reward follows: over every dataset of the run (metrics teacher_questions_by_dataset), the
+    Pearson correlation of a dataset's reward with its mean difficulty and with the share of its answers that are
+    right. The teacher's RLOO can only move its questions along what its reward follows: a correlation near 0 with
+    difficulty means the reward does not (yet) tell easier from harder datasets. None without per-dataset profiles."""
+    difficulty, right, reward = [], [], []
+    for m in run.metrics:
+        for q, r in zip(m.get("teacher_questions_by_dataset") or [], m.get("teacher_rewards") or m["rewards"]):
+            levels = [(int(k), v) for k, v in (q or {}).get("difficulty", {}).items() if k.lstrip("-").isdigit()]
+            if not levels or q.get("answers_right") is None:
+                continue
+            difficulty.append(sum(k * v for k, v in levels) / sum(v for _, v in levels))
+            right.append(q["answers_right"])
+            reward.append(r)
+    if len(reward) < 3:
+        return None
+    return {"datasets": len(reward), "with_difficulty": _pearson(difficulty, reward),
+            "with_answers_right": _pearson(right, reward)}
+
+
 def plot_pass_at_k(runs: list[Run], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -246,6 +274,17 @@ def markdown(runs: list[Run], images: list[str], note: str | None = None) -> str
             f"{' (steps ' + ', '.join(str(t + 1) for t in r.promotions) + ')' if r.promotions else ''} | {valid} | "
             f"{_f(m[-1]['reward_mean'] if m else None)} | {_f(max((x.get('peak_mem_mb') or 0 for x in m), default=None), 0)} {memory_kind(r)} | "
             f"{_f(sum(x.get('wall_s') or 0 for x in m) if m else None, 0)} |")
+    signals = [(r, reward_signal(r)) for r in runs]
+    signals = [(r, sig) for r, sig in signals if sig]
+    if signals:
+        lines += ["", "## What the teacher's reward follows", "",
+                  "Pearson correlation, over every dataset the teacher wrote, of the dataset's reward with its mean "
+                  "difficulty and with the share of its answers that are right. Its RLOO moves the questions only "
+                  "along what the reward follows.", "",
+                  "| run | datasets | reward ~ mean difficulty | reward ~ answers right |", "|---|---|---|---|"]
+        for r, sig in signals:
+            lines.append(f"| {r.name} | {sig['datasets']} | {_f(sig['with_difficulty'], 2)} | "
+                         f"{_f(sig['with_answers_right'], 2)} |")
     evals = [(r, e) for r in runs for e in r.evals]
     if evals:
         ks = sorted({int(k) for _, e in evals for k in e["pass_at_k"]})
