@@ -38,7 +38,7 @@ for s in ${SETTINGS:-math-t4 math-24gb}; do
   echo "== 1. gpu_check $s, $NEW_TOKENS new tokens (t=${SECONDS}s)"
   timeout "$(left "$CHECK_CAP")" python3 benchmarks/gpu_check.py --settings "$s" --out "$OUT/gpu_check_$s.json" \
     --set "inner.max_new_tokens=$NEW_TOKENS" "outer.max_new_tokens=$NEW_TOKENS" ${TIMINGS:+--timings} 2>&1 \
-    | grep -v "Writing model shards\|it/s\]" | tee "$OUT/gpu_check_$s.log"
+    | grep --line-buffered -v "Writing model shards\|it/s\]" | tee "$OUT/gpu_check_$s.log"
 done
 echo "== 2. pytest -m gpu (t=${SECONDS}s)"
 timeout "$(left 60)" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/pytest_gpu.log"
