@@ -1,0 +1,73 @@
+"""After a promotion, can anything raise the promoted student further? A second inner loop on TRUE stepping stones.
+
+    python benchmarks/toy_second_round.py RUN_DIR [RUN_DIR ...] [--students 4]   # tiny-recipe run folders
+    python benchmarks/toy_second_round.py base                                   # the same from the untrained student
+
+For each run folder, the promoted student (adapters/student) is loaded as the baseline; --students fresh copies of it
+each train one inner loop of the tiny recipe on a dataset of 8 of the world's true stepping stones (levels 1-3, right
+answers: the best dataset a teacher could write), and their gain in greedy accuracy on the hard train split is
+printed: the same quantity as SOAR's reward. `base` runs it from the untrained student instead. It separates the two
+reasons a SOAR run stalls after its first promotion (docs/toy-world.md): the teacher's questions, or the second inner
+loop itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", help="run folders of the tiny recipe, or `base`")
+    ap.add_argument("--students", type=int, default=4)
+    ap.add_argument("--questions", type=int, default=8, help="stepping stones per dataset (the recipe's outer.n)")
+    a = ap.parse_args(argv)
+
+    from soarlite.engine import OptimizerSpec
+    from soarlite.inner import Student, accuracy, train_students
+    from soarlite.names import STUDENT, seed_for
+    from soarlite.session import load_config, session
+    from soarlite.tasks import QA
+    from soarlite.toy import stepping_stones
+
+    class Quiet:
+        def inner(self, *_):
+            pass
+
+        def phase(self, *_):
+            pass
+
+    cfg = load_config("tiny", [], None)
+    with session(cfg) as (world, engine, grader):
+        hard = {p.problem for p in world.hard_train} | {p.problem for p in world.hard_test}
+        for run in a.runs:
+            if STUDENT in engine.adapters:
+                engine.delete_adapter(STUDENT)
+            if run == "base":
+                engine.create_adapter(STUDENT)
+            else:
+                engine.load_adapter(STUDENT, str(Path(run) / "adapters" / STUDENT))
+            before = accuracy(engine, grader, cfg, world, [STUDENT], world.hard_train)[0]
+            gains = []
+            for j in range(a.students):
+                stones = [QA(p.question, str(p.answer))
+                          for p in stepping_stones(100 + j, a.questions, (1, 2, 3), exclude=hard)]
+                name = f"second_{j}"
+                engine.create_adapter(name, OptimizerSpec(cfg.inner.lr, total_steps=cfg.inner.steps), copy_from=STUDENT)
+                order = list(range(len(stones)))
+                random.Random(j).shuffle(order)
+                train_students(engine, grader, cfg, world, [Student(name, 0, stones, order)], seed_for(7, j), Quiet())
+                gains.append(accuracy(engine, grader, cfg, world, [name], world.hard_train)[0] - before)
+                engine.delete_adapter(name)
+            print(f"{run}: greedy accuracy on the hard train split {before:.3f}; gains after one inner loop on "
+                  f"{a.questions} true stepping stones: " + " ".join(f"{g:+.3f}" for g in gains)
+                  + f" (mean {sum(gains) / len(gains):+.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
