@@ -2,6 +2,7 @@
 
     python benchmarks/toy_second_round.py RUN_DIR [RUN_DIR ...] [--students 4]   # tiny-recipe run folders
     python benchmarks/toy_second_round.py base                                   # the same from the untrained student
+    python benchmarks/toy_second_round.py RUN_DIR --set inner.lr=1e-3            # a gentler second inner loop
 
 For each run folder, the promoted student (adapters/student) is loaded as the baseline; --students fresh copies of it
 each train one inner loop of the tiny recipe on a dataset of 8 of the world's true stepping stones (levels 1-3, right
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", help="run folders of the tiny recipe, or `base`")
+    ap.add_argument("--set", nargs="*", default=[], help="recipe overrides for the second inner loop, e.g. inner.lr=1e-3")
     ap.add_argument("--students", type=int, default=4)
     ap.add_argument("--questions", type=int, default=8, help="stepping stones per dataset (the recipe's outer.n)")
     a = ap.parse_args(argv)
@@ -42,7 +44,7 @@ def main(argv=None) -> None:
         def phase(self, *_):
             pass
 
-    cfg = load_config("tiny", [], None)
+    cfg = load_config("tiny", a.set, None)
     with session(cfg) as (world, engine, grader):
         hard = {p.problem for p in world.hard_train} | {p.problem for p in world.hard_test}
         for run in a.runs:
