@@ -38,6 +38,7 @@ from _tiny import make_tiny_model  # noqa: E402
 from soarlite.config import load_recipe  # noqa: E402
 from soarlite.data import Problem  # noqa: E402
 from soarlite.engine import OptimizerSpec, SamplingParams  # noqa: E402
+from soarlite.progress import Silent  # noqa: E402
 from soarlite.soar import STUDENT, Student, World, accuracy, seed_for, train_students  # noqa: E402
 from soarlite.tasks import QA  # noqa: E402
 
@@ -50,14 +51,6 @@ class HashGrader:
 
     def correct(self, pairs):
         return [r > 0 for r in self.rewards(pairs)]
-
-
-class Quiet:
-    def inner(self, step, total):
-        pass
-
-    def phase(self, text):
-        pass
 
 
 def pair(fa, fb, repeats):
@@ -108,7 +101,7 @@ def bench_outer(engine, cfg, args) -> tuple[float, float]:
         teacher_prompt="", student_prompt=lambda q: q,
     )
     datasets = [[QA(f"{k}+{j}=", str(k + j)) for j in range(o.n)] for k in range(o.g)]
-    grader, report = HashGrader(), Quiet()
+    grader, report = HashGrader(), Silent()
 
     def students_phase(lockstep: bool):
         students = [Student(f"s{k}_{j}", k, datasets[k], list(range(o.n))) for k in range(o.g) for j in range(o.r)]

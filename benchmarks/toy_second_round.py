@@ -33,16 +33,10 @@ def main(argv=None) -> None:
     from soarlite.engine import OptimizerSpec
     from soarlite.inner import Student, accuracy, train_students
     from soarlite.names import STUDENT, seed_for
+    from soarlite.progress import Silent
     from soarlite.session import load_config, session
     from soarlite.tasks import QA
     from soarlite.toy import stepping_stones
-
-    class Quiet:
-        def inner(self, *_):
-            pass
-
-        def phase(self, *_):
-            pass
 
     cfg = load_config("tiny", a.set, None)
     with session(cfg) as (world, engine, grader):
@@ -63,7 +57,7 @@ def main(argv=None) -> None:
                 engine.create_adapter(name, OptimizerSpec(cfg.inner.lr, total_steps=cfg.inner.steps), copy_from=STUDENT)
                 order = list(range(len(stones)))
                 random.Random(j).shuffle(order)
-                train_students(engine, grader, cfg, world, [Student(name, 0, stones, order)], seed_for(7, j), Quiet())
+                train_students(engine, grader, cfg, world, [Student(name, 0, stones, order)], seed_for(7, j), Silent())
                 gains.append(accuracy(engine, grader, cfg, world, [name], world.hard_train)[0] - before)
                 engine.delete_adapter(name)
             print(f"{run}: greedy accuracy on the hard train split {before:.3f}; gains after one inner loop on "

@@ -3,8 +3,7 @@
     python benchmarks/toy_teacher_signal.py --lrs 1e-3,3e-3,1e-2 [--noise 0.3] [--steps 12] [overrides...]
 
 The teacher of the tiny recipe (toy world) is updated exactly as in an outer step (soar.sample_questions, g datasets of
-n pairs, dataset-level RLOO advantages shared by every pair, rloo.update), but with a reward we control instead of the
-students' gain: reward_k = -(mean difficulty of dataset k) / 8 + Gaussian noise of sd --noise. With noise 0 this is a
+n pairs, soar.update_teacher), but with a reward we control instead of the students' gain: reward_k = -(mean difficulty of dataset k) / 8 + Gaussian noise of sd --noise. With noise 0 this is a
 perfect signal toward short chains (the world's stepping stones); the noise sets its quality. After every update it
 samples 128 fresh teacher outputs and prints the share of levels <= 3. No student is trained: a run takes a minute or
 two. It answers one question: is outer.lr large enough for the mix to move within the recipe's outer steps, if the
@@ -33,7 +32,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
 
-    from soarlite import rloo, soar
+    from soarlite import soar
     from soarlite.engine import OptimizerSpec, SamplingParams
     from soarlite.names import TEACHER, seed_for
     from soarlite.session import load_config, session
@@ -61,9 +60,7 @@ def main(argv=None) -> None:
                 datasets = [pairs[k * o.n : (k + 1) * o.n] for k in range(o.g)]
                 rewards = [-statistics.mean(difficulty(qa.question) or 9 for qa in d) / 8 + rng.gauss(0, a.noise)
                            for d in datasets]
-                adv = rloo.advantages(rewards)
-                rloo.update(engine, TEACHER, rollouts, [adv[k] for k in range(o.g) for _ in range(o.n)], o.kl_coef,
-                            o.micro_batch)
+                soar.update_teacher(engine, cfg, rollouts, rewards)
                 mix.append(short_share(seed_for(a.seed, "measure", t)))
             print(f"outer.lr {lr:g}, noise {a.noise:g}: share of levels <= 3 before and after each of {steps} updates: "
                   + " ".join(f"{x:.2f}" for x in mix), flush=True)

@@ -22,6 +22,7 @@ from soarlite.config import Config
 from soarlite.data import Problem
 from soarlite.engine import OptimizerSpec, SamplingParams
 from soarlite.names import seed_for
+from soarlite.progress import Silent
 from soarlite.scoring import correct_counts
 
 NAME = "__preflight__"
@@ -50,11 +51,6 @@ class Result:
             return f"pre-flight: {self.skipped}"
         return (f"pre-flight: one inner loop took a fresh student from {self.before}/{total} to {self.after}/{total} "
                 f"right answers on its {self.questions} training questions ({self.seconds:.0f}s)")
-
-
-class _Quiet:
-    def inner(self, step: int, steps: int) -> None:
-        pass
 
 
 def teacher_questions(engine, grader, cfg: Config, world, seed: int, count: int) -> list:
@@ -92,7 +88,7 @@ def check(cfg: Config, world, engine, grader, report=None, samples: int = 4, que
             return Result(len(problems), samples, before, before, time.time() - t0,
                           "skipped: the fresh student already answers all of the teacher's first questions")
         student = soar.Student(NAME, 0, pairs, list(range(len(pairs))))
-        soar.train_students(engine, grader, cfg, world, [student], seed, report or _Quiet())
+        soar.train_students(engine, grader, cfg, world, [student], seed, report or Silent())
         after = sum(correct_counts(engine, grader, world, [NAME], problems, samples, params, seed)[0])
     finally:
         engine.delete_adapter(NAME)

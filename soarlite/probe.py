@@ -24,14 +24,6 @@ from pathlib import Path
 ARMS = ("none", "hard_only", "stones")
 
 
-class _Quiet:
-    def inner(self, *a):
-        pass
-
-    def phase(self, *a):
-        pass
-
-
 def summarise_counts(counts: list[int], samples: int, ks=(1, 32)) -> dict:
     from soarlite.evaluation.summary import bootstrap, per_problem
 
@@ -65,6 +57,7 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
     from soarlite.engine import make_engine
     from soarlite.evaluation.summary import train_fresh_student
     from soarlite.names import seed_for
+    from soarlite.progress import Silent
     from soarlite.scoring import sampled_counts
     from soarlite.session import make_grader
     from soarlite.soar import accuracy
@@ -109,7 +102,7 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
                     order = list(range(len(questions)))
                     random.Random(seed_for("probe-order", arm, seed)).shuffle(order)
                     adapter = train_fresh_student(engine, grader, cfg, world, f"probe_{arm}", questions, order, steps,
-                                                  seed_for("probe-train", arm, seed), _Quiet())
+                                                  seed_for("probe-train", arm, seed), Silent())
                 counts = sampled_counts(engine, grader, cfg, world, adapter, world.hard_test, samples, eval_seed)
                 # what SOAR's teacher reward sees: greedy accuracy on the hard train split (Q_R is drawn from it)
                 greedy = accuracy(engine, grader, cfg, world, [adapter], world.hard_train)[0] if greedy_train else None

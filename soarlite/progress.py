@@ -48,6 +48,20 @@ def fmt_s(s: float | None) -> str:
 _fmt_s = fmt_s  # the name other modules used
 
 
+class Silent:
+    """A reporter that shows nothing: for an inner loop run inside another command's work (the pre-flight check, the
+    toy probe, benchmarks), whose own output says what it is doing."""
+
+    def phase(self, text: str) -> None:
+        pass
+
+    def inner(self, step: int, total: int) -> None:
+        pass
+
+    def line(self, text: str) -> None:
+        pass
+
+
 class Reporter:
     """The loop's and the runner's callbacks: outer_start, phase, inner, outer_end, line."""
 

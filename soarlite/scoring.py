@@ -41,25 +41,32 @@ def sampled_counts(engine, grader, cfg, world, adapter: str | None, problems: Se
     return correct_counts(engine, grader, world, [adapter], problems, samples, params, seed)[0]
 
 
-def question_profile(task, grader, pairs) -> dict | None:
-    """What the teacher asked this step, where the task can say: how many of its questions fall at each value of the
-    task's difficulty measure, and the share of its answers that are right (graded against the task's own answer to
-    the question, in the grader's workers). None when the task has no difficulty measure (`math`)."""
+def question_profiles(task, grader, datasets) -> tuple[dict | None, list[dict] | None]:
+    """What the teacher asked this step, where the task can say: for all its pairs and for each dataset, how many
+    questions fall at each value of the task's difficulty measure, and the share of its answers that are right
+    (graded against the task's own answer to the question, in the grader's workers, in one call for the whole step).
+    (None, None) when the task has no difficulty measure (`math`)."""
     difficulty = getattr(task, "difficulty", None)
     if difficulty is None:
-        return None
+        return None, None
+    pairs = [qa for ds in datasets for qa in ds]
     levels = [difficulty(qa.question) for qa in pairs]
-    histogram: dict[str, int] = {}
-    for d in levels:
-        key = "other" if d is None else str(d)
-        histogram[key] = histogram.get(key, 0) + 1
-    profile = {"difficulty": dict(sorted(histogram.items(), key=lambda kv: (kv[0] == "other", len(kv[0]), kv[0]))),
-               "answers_right": None}
     solve = getattr(task, "reference_answer", None)
-    if solve is not None:
-        truths = [(qa, solve(qa.question)) for qa in pairs]
-        known = [(qa, t) for qa, t in truths if t is not None]
-        if known:
-            right = grader.correct([(f"\\boxed{{{qa.answer}}}", t) for qa, t in known])
-            profile["answers_right"] = sum(right) / len(known)
-    return profile
+    truths = [solve(qa.question) for qa in pairs] if solve is not None else [None] * len(pairs)
+    known = [k for k, t in enumerate(truths) if t is not None]
+    graded = grader.correct([(f"\\boxed{{{pairs[k].answer}}}", truths[k]) for k in known]) if known else []
+    right = dict(zip(known, graded))
+
+    def profile(idx: range) -> dict:
+        histogram: dict[str, int] = {}
+        for k in idx:
+            key = "other" if levels[k] is None else str(levels[k])
+            histogram[key] = histogram.get(key, 0) + 1
+        ordered = dict(sorted(histogram.items(), key=lambda kv: (kv[0] == "other", len(kv[0]), kv[0])))
+        marks = [right[k] for k in idx if k in right]
+        return {"difficulty": ordered, "answers_right": sum(marks) / len(marks) if marks else None}
+
+    bounds = [0]
+    for ds in datasets:
+        bounds.append(bounds[-1] + len(ds))
+    return profile(range(len(pairs))), [profile(range(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]

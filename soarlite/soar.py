@@ -42,7 +42,7 @@ from soarlite.engine import Completion, OptimizerSpec, SamplingParams
 from soarlite.executor import LocalExecutor, Wave
 from soarlite.inner import Student, accuracy, clock, train_students
 from soarlite.names import STUDENT, TEACHER, seed_for
-from soarlite.scoring import question_profile
+from soarlite.scoring import question_profiles
 from soarlite.tasks import QA, World
 
 __all__ = ["STUDENT", "TEACHER", "State", "Student", "TeacherStalled", "World", "accuracy", "run", "seed_for",
@@ -99,6 +99,16 @@ def sample_questions(engine, grader, cfg: Config, world: World, seed: int) -> tu
 # Student, train_students and accuracy are in soarlite.inner (re-exported here); soarlite.executor runs the waves.
 
 
+# ------------------------------------------------------------------------------------------------ teacher, step 5
+def update_teacher(engine, cfg: Config, rollouts: list[Completion], rewards: list[float]) -> dict:
+    """One teacher RLOO step: each dataset's advantage (its reward against the other datasets') is shared by every
+    pair of the dataset; `rollouts` are the teacher's completions, dataset after dataset (g x n)."""
+    o = cfg.outer
+    dataset_adv = rloo.advantages(rewards)
+    advs = [dataset_adv[k] for k in range(o.g) for _ in range(o.n)]
+    return rloo.update(engine, TEACHER, rollouts, advs, o.kl_coef, o.micro_batch)
+
+
 # ------------------------------------------------------------------------------------------------ promotion, step 6
 def moving_average(history: list[float], window: int) -> float | None:
     """Mean of the last `window` values; None until there are that many."""
@@ -141,9 +151,9 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
         with clock(phase_s, "teacher_sample"):
             pairs, teacher_rollouts, valid_rate = sample_questions(engine, grader, cfg, world, seed)
         datasets = [pairs[k * o.n : (k + 1) * o.n] for k in range(o.g)]
-        asked = question_profile(world.task, grader, pairs)  # what the teacher asks, where the task can measure it
-        # the same per dataset: beside each dataset's reward it shows what the teacher's RLOO can learn from
-        asked_k = [question_profile(world.task, grader, ds) for ds in datasets] if asked is not None else None
+        # what the teacher asks, where the task can measure it: the whole step, and each dataset (beside its reward
+        # it shows what the teacher's RLOO can learn from)
+        asked, asked_k = question_profiles(world.task, grader, datasets)
 
         # 4 (first half). Q_R: M problems from the hard training set, fresh each step
         rng = random.Random(seed)
@@ -171,10 +181,8 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
 
         # 5. teacher RLOO step: dataset-level advantages shared by every pair of the dataset
         report.phase("teacher update")
-        dataset_adv = rloo.advantages(t_rewards)
-        advs = [dataset_adv[k] for k in range(o.g) for _ in range(o.n)]
         with clock(phase_s, "teacher_update"):
-            upd = rloo.update(engine, TEACHER, teacher_rollouts, advs, o.kl_coef, o.micro_batch)
+            upd = update_teacher(engine, cfg, teacher_rollouts, t_rewards)
 
         # 6. promotion on the moving average of the mean reward
         reward_mean = sum(rewards) / o.g

@@ -102,8 +102,9 @@ def test_a_task_of_ones_own_runs_the_loop(tmp_path_factory, tmp_path):
 
 
 def test_question_profile_counts_what_the_teacher_asks():
-    """The per-step histogram by the task's difficulty measure, and the share of right answers (exact values)."""
-    from soarlite.scoring import question_profile
+    """The per-step histogram by the task's difficulty measure, and the share of right answers (exact values), for the
+    whole step and for each dataset, graded in one call."""
+    from soarlite.scoring import question_profiles
 
     class Levels:  # difficulty = number of '+' signs; its own answer = the sum
         def difficulty(self, q):
@@ -113,10 +114,16 @@ def test_question_profile_counts_what_the_teacher_asks():
             return str(sum(map(int, q.split("+")))) if q[0].isdigit() else None
 
     class Grader:  # what the workers would say for these plain integers
+        calls = 0
+
         def correct(self, pairs):
+            Grader.calls += 1
             return [c == rf"\boxed{{{r}}}" for c, r in pairs]
 
     pairs = [tasks.QA("1+1", "2"), tasks.QA("1+2+3", "6"), tasks.QA("2+2", "5"), tasks.QA("hello", "1")]
-    assert question_profile(Levels(), Grader(), pairs) == {"difficulty": {"1": 2, "2": 1, "other": 1},
-                                                            "answers_right": 2 / 3}
-    assert question_profile(tasks.load_task("math"), Grader(), pairs) is None  # math has no difficulty measure
+    whole, per_dataset = question_profiles(Levels(), Grader(), [pairs[:2], pairs[2:]])
+    assert whole == {"difficulty": {"1": 2, "2": 1, "other": 1}, "answers_right": 2 / 3}
+    assert per_dataset == [{"difficulty": {"1": 1, "2": 1}, "answers_right": 1.0},
+                           {"difficulty": {"1": 1, "other": 1}, "answers_right": 0.0}]
+    assert Grader.calls == 1
+    assert question_profiles(tasks.load_task("math"), Grader(), [pairs]) == (None, None)  # math: no difficulty measure
