@@ -18,7 +18,7 @@ from soarlite.names import STUDENT, seed_for
 from soarlite.scoring import greedy_accuracy
 from soarlite.tasks import QA, World
 
-__all__ = ["Student", "accuracy", "clock", "run_wave", "train_students"]
+__all__ = ["Student", "accuracy", "clock", "inner_lr", "run_wave", "train_students"]
 
 
 @dataclass
@@ -27,6 +27,13 @@ class Student:
     k: int  # the dataset it trains on
     questions: list[QA]
     order: list[int]  # its shuffle of the dataset
+    lr: float | None = None  # its learning rate (None: inner.lr); the loop sets inner_lr(cfg, promotions so far)
+
+
+def inner_lr(cfg: Config, generation: int) -> float:
+    """The learning rate of a student copied from a baseline that has been promoted `generation` times (its inner
+    loop is the generation+1-th the weights go through): inner.lr x inner.lr_decay^generation."""
+    return cfg.inner.lr * cfg.inner.lr_decay**generation
 
 
 def train_students(engine, grader, cfg: Config, world: World, students: list[Student], seed: int, report) -> None:
@@ -77,7 +84,8 @@ def run_wave(engine, grader, cfg: Config, world: World, students: list[Student],
     (its accuracy is then the last one). Leaves the students' adapters in the engine."""
     i = cfg.inner
     for s in students:
-        engine.create_adapter(s.name, OptimizerSpec(i.lr, total_steps=i.steps), copy_from=STUDENT)
+        lr = i.lr if s.lr is None else s.lr
+        engine.create_adapter(s.name, OptimizerSpec(lr, total_steps=i.steps), copy_from=STUDENT)
     report.phase(f"students {students[0].name}..{students[-1].name} train")
     with clock(phase_s, "inner_loop"):
         train_students(engine, grader, cfg, world, students, seed, report)

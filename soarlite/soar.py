@@ -40,13 +40,13 @@ from soarlite import checkpoint, rloo, teacher_rewards
 from soarlite.config import Config
 from soarlite.engine import Completion, OptimizerSpec, SamplingParams
 from soarlite.executor import LocalExecutor, Wave
-from soarlite.inner import Student, accuracy, clock, train_students
+from soarlite.inner import Student, accuracy, clock, inner_lr, train_students
 from soarlite.names import STUDENT, TEACHER, seed_for
 from soarlite.scoring import question_profiles
 from soarlite.tasks import QA, World
 
-__all__ = ["STUDENT", "TEACHER", "State", "Student", "TeacherStalled", "World", "accuracy", "run", "seed_for",
-           "train_students"]
+__all__ = ["STUDENT", "TEACHER", "State", "Student", "TeacherStalled", "World", "accuracy", "inner_lr", "run",
+           "seed_for", "train_students"]
 
 
 class TeacherStalled(RuntimeError):
@@ -161,6 +161,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
 
         # 3. r students per dataset, trained in lockstep (in waves of whole datasets), then evaluated on Q_R, by the
         #    executor (here, or on Ray workers); each dataset keeps its median student for a possible promotion
+        lr = inner_lr(cfg, len(state.promotions))  # lower after promotions when inner.lr_decay < 1
         waves = []
         for w0 in range(0, o.g, wave):
             students = []
@@ -168,7 +169,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
                 for j in range(o.r):
                     order = list(range(len(datasets[k])))
                     random.Random(seed_for(seed, "order", k, j)).shuffle(order)
-                    students.append(Student(f"s{k}_{j}", k, datasets[k], order))
+                    students.append(Student(f"s{k}_{j}", k, datasets[k], order, lr))
             waves.append(Wave(students, seed_for(seed, "wave", w0)))
         keep = functools.partial(median_student, upper=o.promote == "upper_median")
         out = executor.train_and_evaluate(waves, reward_questions, keep, phase_s)
@@ -214,6 +215,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
             "promoted_from": best if promoted else None,
             "baseline_acc": baseline_acc,
             "student_gains": gains,
+            "inner_lr": lr,
             "teacher_pg_loss": upd["pg_loss"],
             "teacher_kl": upd["kl"],
             "teacher_lr": upd["lr"],

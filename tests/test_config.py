@@ -47,6 +47,8 @@ def test_scientific_numbers_in_a_recipe_file(tmp_path):
     (["outer.g=1"], "outer.g: 1 is too small; it must be >= 2"),
     (["inner.steps=two"], "inner.steps: expected an integer, got 'two'"),
     (["inner.lr=0"], "inner.lr: 0.0 must be > 0.0"),
+    (["inner.lr_decay=0"], "inner.lr_decay: 0.0 must be > 0.0"),
+    (["inner.lr_decay=1.5"], "inner.lr_decay: 1.5 is too large; it must be <= 1.0"),
     (["model.load_in_4bit=3"], "model.load_in_4bit: expected true or false, got 3"),
     (["model.target_modules=q_proj"], "model.target_modules: expected a list of str, got 'q_proj'"),
     (["outer=3"], "outer: expected a mapping, got 3"),
@@ -90,3 +92,11 @@ def test_help_imports_no_torch():
     code = "import sys; from soarlite.cli import app; from soarlite import config, runner; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "False"
+
+
+def test_inner_lr_falls_by_lr_decay_per_promotion():
+    from soarlite.inner import inner_lr
+
+    cfg = load_recipe("tiny", ["inner.lr=4e-3", "inner.lr_decay=0.5"])
+    assert [inner_lr(cfg, g) for g in range(4)] == [4e-3, 2e-3, 1e-3, 5e-4]
+    assert inner_lr(load_recipe("tiny", ["inner.lr=4e-3"]), 3) == 4e-3  # default 1.0: the paper's constant rate

@@ -72,6 +72,7 @@ def test_tiny_run_is_complete_and_changes_the_teacher(cache, tmp_path):
         assert m["reward_mean"] == pytest.approx(sum(m["rewards"]) / 2)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["outer_steps"] == 2 and summary["hard_only_steps"] == 2 * max(1, summary["promotions"])
+    assert lr_follows_promotions(rows, 3e-3, 1.0)  # the recipe's constant rate: lr_decay 1.0
     for key in ("baseline_hard_acc", "final_hard_acc", "hard_only_acc"):
         assert 0.0 <= summary[key] <= 1.0
 
@@ -87,11 +88,21 @@ def test_tiny_run_is_complete_and_changes_the_teacher(cache, tmp_path):
     assert saved["outer"]["steps"] == 2 and saved["inner"]["group_size"] == 4
 
 
+def lr_follows_promotions(rows: list[dict], lr: float, decay: float) -> bool:
+    """inner.lr_decay: each step's students train at lr x decay^(promotions before that step)."""
+    promoted = [sum(m["promoted"] for m in rows[:t]) for t in range(len(rows))]
+    return [m["inner_lr"] for m in rows] == pytest.approx([lr * decay**p for p in promoted])
+
+
 def test_killed_run_resumes_where_it_stopped(cache, own_model, tmp_path):
-    args = ["--quiet", "outer.steps=3", *FAST, "eval.samples=0", *own_model]
+    # lr_decay: a resumed run must go on at the rate its promotions so far give (state.json's promotions)
+    args = ["--quiet", "outer.steps=3", *FAST, "eval.samples=0", *own_model, "inner.lr_decay=0.5",
+            "outer.tau=-1.0", "outer.window=1"]  # tau below any reward: every step promotes
     straight = tmp_path / "straight"
     soarlite(cache, "run", "--recipe", "tiny", "--out", str(straight), *args)
     assert any(len(set(m["rewards"])) > 1 for m in metrics(straight)) and teacher_moved(straight)
+    assert [m["promoted"] for m in metrics(straight)] == [True, True, True]
+    assert [m["inner_lr"] for m in metrics(straight)] == pytest.approx([3e-3, 1.5e-3, 7.5e-4])
 
     run = tmp_path / "killed"
     p = soarlite(cache, "run", "--recipe", "tiny", "--out", str(run), *args, wait=False)

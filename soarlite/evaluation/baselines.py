@@ -9,7 +9,8 @@ one RLOO implementation) for a counted number of steps, and evaluated by the sam
     Intrinsic-T   a SOAR run whose teacher is rewarded by learnability (`outer.reward: intrinsic`), then as Grounded-T
 
 The student budget is the one `evaluate.hard_only_steps` gives SOAR's final student (inner.steps per promotion, at
-least one inner loop) unless --steps says otherwise; every result records its steps and rollouts.
+least one inner loop, each a fresh AdamW at the rate that student's generation trained at: `inner.lr_decay`) unless
+--steps says otherwise (one inner loop); every result records its steps and rollouts.
 """
 
 from __future__ import annotations
@@ -95,15 +96,21 @@ def eval_command(cfg, adapter: str | None, run: str | None, data: str | None, sa
 
 
 # ------------------------------------------------------------------------------------------------ the baselines
-def _budget(cfg, run: str | None, steps: int | None) -> int:
-    return steps if steps else hard_only_steps(cfg, _run_state(run)[0])
+def _budget(cfg, run: str | None, steps: int | None) -> tuple[int, int]:
+    """(steps, inner loops): --steps as one inner loop, or what the run's final student had (one loop per promotion)."""
+    if steps:
+        return steps, 1
+    promotions = _run_state(run)[0]
+    return hard_only_steps(cfg, promotions), max(1, promotions)
 
 
-def _train_and_eval(engine, grader, cfg, world, label: str, questions: list[QA], order: list[int], steps: int,
-                    problems, samples: int, ks, out: Path, report) -> dict:
+def _train_and_eval(engine, grader, cfg, world, label: str, questions: list[QA], order: list[int],
+                    budget: tuple[int, int], problems, samples: int, ks, out: Path, report) -> dict:
+    steps, loops = budget
     name = slug(label).replace("-", "_")
     report.line(f"{label}: fresh student, {steps} RLOO steps on {len(questions)} questions")
-    train_fresh_student(engine, grader, cfg, world, name, questions, order, steps, seed_for(cfg.seed, name), report)
+    train_fresh_student(engine, grader, cfg, world, name, questions, order, steps, seed_for(cfg.seed, name), report,
+                        loops)
     engine.save_adapter(name, str(out / "baselines" / slug(label)))
     result = ev.evaluate(engine, grader, cfg, world, name, problems, samples, ks, EVAL_SEED, label)
     result.update(student_steps=steps, student_rollouts=steps * cfg.inner.batch_size * cfg.inner.group_size,

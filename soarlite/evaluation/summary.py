@@ -18,7 +18,7 @@ from soarlite.engine import OptimizerSpec
 from soarlite.evaluation.passk import pass_at_k
 from soarlite.names import seed_for
 from soarlite.scoring import sampled_counts
-from soarlite.soar import Student, train_students
+from soarlite.soar import Student, inner_lr, train_students
 from soarlite.tasks import QA
 
 HARD_ONLY = "hard_only"
@@ -35,21 +35,38 @@ def hard_only_steps(cfg: Config, promotions: int) -> int:
 
 
 def train_fresh_student(engine, grader, cfg: Config, world, name: str, questions: list[QA], order: list[int], steps: int,
-                        seed: int, report) -> str:
+                        seed: int, report, loops: int = 1) -> str:
     """A new student adapter (the base model) trained by the inner loop for `steps` RLOO steps on `questions`, taken in
-    `order` (cycled). The one way every baseline trains, so that a step costs the same everywhere."""
-    engine.create_adapter(name, OptimizerSpec(cfg.inner.lr, total_steps=steps))
-    budget = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, steps=steps))
-    train_students(engine, grader, budget, world, [Student(name, 0, questions, order)], seed, report)
+    `order` (cycled). The one way every baseline trains, so that a step costs the same everywhere. With `loops` > 1
+    the steps are split into that many inner loops, each with a fresh AdamW at `inner_lr(cfg, loop)`: the schedule
+    SOAR's final student had after loops - 1 promotions."""
+    if loops > 1 and steps % loops:
+        raise ValueError(f"{steps} steps do not split into {loops} inner loops")
+    per = steps // loops
+    budget = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, steps=per))
+    for loop in range(loops):
+        spec = OptimizerSpec(inner_lr(cfg, loop), total_steps=per)
+        if loop == 0:
+            engine.create_adapter(name, spec)
+        else:  # a fresh optimiser on the same weights, as a promoted student's copies get
+            engine.create_adapter(f"{name}_next", spec, copy_from=name)
+            engine.delete_adapter(name)
+            engine.create_adapter(name, spec, copy_from=f"{name}_next")
+            engine.delete_adapter(f"{name}_next")
+        turn = (loop * per * cfg.inner.batch_size) % max(1, len(order))  # go on through the order, not back to its start
+        student = Student(name, 0, questions, order[turn:] + order[:turn])
+        train_students(engine, grader, budget, world, [student], seed_for(seed, "loop", loop) if loop else seed, report)
     return name
 
 
-def train_hard_only(engine, grader, cfg: Config, world, steps: int, report) -> str:
-    """Hard-Only: RLOO straight on the hard train split, with the inner loop's settings, for `steps` steps."""
+def train_hard_only(engine, grader, cfg: Config, world, steps: int, report, loops: int = 1) -> str:
+    """Hard-Only: RLOO straight on the hard train split, with the inner loop's settings, for `steps` steps in `loops`
+    inner loops (train_fresh_student)."""
     questions = [QA(p.problem, p.answer) for p in world.hard_train]
     order = list(range(len(questions)))
     random.Random(seed_for(cfg.seed, "hard_only")).shuffle(order)
-    return train_fresh_student(engine, grader, cfg, world, HARD_ONLY, questions, order, steps, seed_for(cfg.seed, "hard_only"), report)
+    return train_fresh_student(engine, grader, cfg, world, HARD_ONLY, questions, order, steps, seed_for(cfg.seed, "hard_only"), report,
+                               loops)
 
 
 EVAL_SEED = 12345  # the same samples stream for every adapter, so differences are the adapters'
@@ -131,7 +148,7 @@ def summarise(cfg: Config, world, engine, grader, run_dir, state, report) -> dic
         if cfg.eval.hard_only:
             steps = hard_only_steps(cfg, len(state.promotions))
             report.phase(f"Hard-Only student trains on the hard train problems ({steps} RLOO steps, the same budget)")
-            name = train_hard_only(engine, grader, cfg, world, steps, report)
+            name = train_hard_only(engine, grader, cfg, world, steps, report, max(1, len(state.promotions)))
             report.phase(f"Hard-Only student answers the hard test problems ({m} x {n})")
             counts["hard_only"] = sampled_counts(engine, grader, cfg, world, name, world.hard_test, n, EVAL_SEED)
             summary["hard_only_steps"] = steps
