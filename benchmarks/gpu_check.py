@@ -223,7 +223,7 @@ def check_setting(recipe: str, cuda: bool, smoke: bool, tmp: Path, pf_steps: int
         rloo.update(engine, n, batch, [1.0 if j % 2 else -1.0 for j in range(len(batch))], i.kl_coef, i.micro_batch)
 
     # one student's update gives the training peak (one adapter's gradients at a time; every student's micro-batches
-    # are the same size), and its time the fixed cost per micro-batch; --timings times all of them
+    # are the same size), and its time the per-micro-batch and per-token costs; --timings times all of them
     say(f"one student's update, {mbs} micro-batches ({result['times_s']['mixed_call']:.1f}s for the mixed call; "
         f"the planner: {planner_s['one_student_update']:.1f}s)")
     reset()

@@ -4,18 +4,22 @@
 #                                                     says which wheels and how)
 # Each step writes its own files under $OUT (or ./gpu_out) and gets at most what is left of DEADLINE_S seconds, so a
 # step cut off by the limit loses only itself; benchmarks/gpu_check.py also rewrites its JSON after every part.
-# Steps, most wanted first, with the time each took or should take on the H200 of 2026-11-26
-# (benchmarks/results/2026-11-26-h200/, docs/performance.md):
-#   0. wheels and versions                                                             ~15 s
+# Steps, most wanted first, with the time each took on the H200 of 2026-11-26, second session, DEADLINE_S=430
+# (benchmarks/results/2026-11-26-h200-b/, docs/performance.md):
+#   0. wheels and versions, and the steps' start-ups                                 ~37 s in all
 #   1. gpu_check math-t4, then math-24gb, at NEW_TOKENS (128) new tokens (a random model never stops, so every
-#      rollout runs to the limit; the planner gets the same --set): start-up, model written and loaded ~25 s, the
-#      mixed-adapter call 37 s (math-t4: 256 rollouts, measured) / ~40 s (math-24gb: 512 rollouts, planner), one
-#      student's update ~3 s / ~7 s, pre-flight (1 inner step, 32 tokens) ~10 s      ~75 s + ~80 s
+#      rollout runs to the limit; the planner gets the same --set): model written and loaded ~20 s, the mixed-adapter
+#      call 45.1 s (math-t4: 256 rollouts; 37.4 s in the first session) / 54.0 s (math-24gb: 512 rollouts), one
+#      student's update 3.0 s / 6.0 s, a teacher micro-batch <1 s, pre-flight (1 inner step, 32 tokens)
+#      12.2 s / 13.7 s                                                                83 s + 96 s (cap 130 s each)
 #      TIMINGS=1 adds, last in each setting, one call per student and every student's update:
-#      +71 s (math-t4: 44.4 + 26.7 measured) and ~+98 s (math-24gb, planner): then DEADLINE_S=600 is needed
-#   2. pytest -m gpu (25.9 s measured)                                                ~30 s
-#   3. two outer steps of the tiny recipe on CUDA (46 s measured)                     ~50 s
-# In all ~250 s of the 420: the rest is margin (the first session's gpu_check at 384 tokens ran out of time).
+#      +71 s (math-t4: 44.4 + 26.7, first session) and ~+95-120 s (math-24gb, planner: 44 + 50 s, its mixed call ran
+#      27% over the planner): then DEADLINE_S=600 is needed
+#   2. pytest -m gpu (28.4 s; 25.9 s in the first session)                            ~30 s
+#   3. two outer steps of the tiny recipe on CUDA (53 s; 46 s in the first session)   ~55 s
+# In all 297.7 s of the 430 (run-to-run spread on the same card ~20%): the rest is margin. The recipe's own 384
+# tokens is a second call: gpu_check.py --settings math-t4 --set inner.max_new_tokens=384 outer.max_new_tokens=384
+# (168 s; the mixed call 123.7 s).
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 DEADLINE_S=${DEADLINE_S:-420}

@@ -129,7 +129,7 @@ def make_plan(cfg: Config, card: Card | None, valid_rate: float = 0.5, unsloth: 
         times = step_time(cfg, shape, timing_card, mode, valid_rate, mem["kv_seqs"])
         source = (f"ASSUMED: {timing_card.name} spec-sheet peak {timing_card.tflops:g} TFLOP/s, "
                   f"{timing_card.bandwidth_gbs:g} GB/s, times the utilisation factors in soarlite/plan/throughput.py (RATES; "
-                  "transformers + peft overheads fitted on one H200); generated lengths at their limits; measure with "
+                  "transformers + peft costs fitted on one H200); generated lengths at their limits; measure with "
                   "--measure")
     if dtype == "float16":
         notes.append("no bf16 on this card: float16 compute with dynamic loss scaling")

@@ -1,6 +1,6 @@
 """Time per outer step: tokens sampled and trained per phase, a roofline per phase from the card's spec-sheet peak
 FLOP/s and bandwidth times utilisation factors and overheads (RATES: assumed, apart from the transformers + peft
-overheads fitted to one H200 session, CALIBRATION), or rates measured through the real engine (`measure`, which
+costs fitted to two sessions on one H200, CALIBRATION), or rates measured through the real engine (`measure`, which
 replaces them)."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from soarlite.plan.footprint import VLLM_MAX_SEQS
 from soarlite.plan.shapes import Shape, model_shape, prompt_tokens, ray_workers, students_in_flight
 
 # Most figures below are assumptions (see docs/performance.md). The exception: the hf engine's decoding overheads and
-# the per-micro-batch training cost of the transformers + peft trainer (engines hf and vllm), fitted to ONE card's
-# measurements (below, CALIBRATION). They are here, named, so a user can see what the estimate rests on and replace it.
+# the per-micro-batch and per-token training costs of the transformers + peft trainer (engines hf and vllm), fitted
+# to ONE card's measurements (below, CALIBRATION). They are here, named, so a user can see what the estimate rests
+# on and replace it.
 # bitsandbytes' 4-bit matmul for more than one row dequantises the whole weight to 16-bit and multiplies: per call it
 # reads 0.5 byte, writes 2 and reads 2 per parameter. So a batched decoding step moves ~4.5 bytes per 4-bit parameter.
 BNB_DEQUANT_BYTES = 4.5
@@ -26,7 +27,7 @@ GRADES_PER_S = 150.0  # math_verify gradings per second per worker (measured on 
 @dataclass(frozen=True)
 class Rates:
     """Fractions of the card's peak an engine reaches (assumed), per-step overheads, and a fixed cost per training
-    micro-batch (fitted for hf/vllm, see CALIBRATION; assumed elsewhere)."""
+    micro-batch and a per-token training cost (fitted for hf/vllm, see CALIBRATION; assumed elsewhere)."""
 
     train: float  # of peak FLOP/s, LoRA training on the (4-bit) base
     prefill: float  # of peak FLOP/s
@@ -35,19 +36,21 @@ class Rates:
     step_overhead_s: float  # per decoding step, per layer: kernel launches and Python
     adapter_overhead_s: float  # per decoding step, per layer, per LoRA module, per adapter in a chunk (peft)
     train_mb_overhead_s: float = 0.0  # per training micro-batch: launches, Python, syncs (on top of the FLOPs)
+    # the trainer's cost per token beyond the roofline, as a FLOP rate that is the same on every card: training FLOPs /
+    # (this x 1e12) seconds more (fitted for hf/vllm, see CALIBRATION; 0: none)
+    train_token_tflops: float = 0.0
 
 
-# CALIBRATION: the hf engine's overheads and the transformers + peft trainer's cost per micro-batch.
+# CALIBRATION: the hf engine's overheads and the transformers + peft trainer's costs.
 # Measured 2026-11-26 on ONE card, an NVIDIA H200 (143771 MiB, driver 580.159.04; python 3.12.3, torch 2.11.0+cu130,
-# CUDA 13.0, transformers 5.17.0, peft 0.21.2, bitsandbytes 0.50.2), by
+# CUDA 13.0, transformers 5.17.0, peft 0.21.2, bitsandbytes 0.50.2), in two sessions, by
 #   python3 benchmarks/gpu_check.py --settings math-t4 --set inner.max_new_tokens=128 outer.max_new_tokens=128
-# (benchmarks/results/2026-11-26-h200/gpu_check_t4_128.log): Llama-3.2-1B shape (random weights, so every rollout
-# runs to max_new_tokens), 4-bit NF4 base, HFEngine, 8 students x 32 rollouts = 256, model.gen_batch 128, student
-# prompt 125 tokens (the planner's estimate at outer.max_new_tokens=128), 128 new tokens:
+# (benchmarks/results/2026-11-26-h200/gpu_check_t4_128.log; the second session: 2026-11-26-h200-b/, also math-24gb
+# and 384 new tokens): Llama-3.2-1B shape (random weights, so every rollout runs to max_new_tokens), 4-bit NF4 base,
+# HFEngine, 8 students x 32 rollouts = 256, model.gen_batch 128, student prompt 125 tokens (the planner's estimate at
+# outer.max_new_tokens=128), 128 new tokens:
 #   M  one mixed-adapter call, 2 chunks of 128 rows (4 adapters in each) x 128 steps       37.4 s
 #   S  one call per student: 8 calls of 32 rows (one adapter) x 128 steps                   44.4 s
-#   T  the 8 students' RLOO updates: 256 sequences of 253 tokens, micro-batch 4 = 64
-#      micro-batches (KL reference on, gradient checkpointing on)                          26.7 s
 # The roofline parts at the assumed utilisations (H200 989 TFLOP/s, 4800 GB/s; 4.904e9 bytes of weight traffic per
 # step, 32,768 KV bytes per token, mean context 125 + 64 = 189): a step of 128 rows 2.37 ms, of 32 rows 2.13 ms;
 # prefill 0.200 s for 256 prompts, 0.025 s for 32. What is left is overhead per decoding step:
@@ -55,22 +58,41 @@ class Rates:
 #   S: (44.4 - 1024 x 2.13e-3 - 8 x 0.025) / 1024 = 41.0 ms = 16 layers x (step + 7 modules x 1 adapter x adapter)
 #   => 21 x adapter = (142.9 - 41.0) / 16 ms -> adapter = 0.303 ms; step = 41.0 / 16 - 7 x 0.303 = 0.442 ms.
 # The two points differ in batch (128 against 32 rows) as well as in adapters, and the fit puts all the difference on
-# the adapters (the roofline says the batch adds 0.24 ms a step). Training: FLOPs at 25% of peak, 256 x 253 x 2 x
-# 1.236e9 x 4 passes / (989e12 x 0.25) = 2.59 s; (26.7 - 2.59) / 64 = 0.377 s per micro-batch of 4 sequences.
-# Rounded to the constants below, the planner gives M 37.0 s, S 44.0 s, T 26.9 s; and for the one figure not used in
-# the fit, the same mixed call at 384 new tokens (prompt 253), measured 117.2 s: 111.2 s (-5%).
-# These are one card's figures (eager transformers: the overheads are mostly kernel launches and Python, so the host
-# CPU matters too); on other cards they are the best figure there is, not a measurement (tests/test_plan.py holds them).
+# the adapters (the roofline says the batch adds 0.24 ms a step). Rounded: M 37.0 s, S 44.0 s. Not used in the fit:
+# the mixed call at 384 new tokens (prompt 253), 117.2 s and 123.7 s in the two sessions: 111.2 s (-5%, -10%); M again
+# in the second session, 45.1 s (-18%: the same call, 20% slower than in the first); math-24gb's mixed call (512
+# rollouts, 4 chunks of 2 adapters), 54.0 s: 39.6 s (-27%, docs/performance.md).
+# Training, RLOO updates with the KL reference and gradient checkpointing (4 passes), micro-batches of 4 sequences:
+#   T1 the 8 students' updates, 256 x 253 tokens = 64 micro-batches (first session)       26.7 s  0.417 s a micro-batch
+#   T2 one math-t4 student, 32 x 253 = 8 micro-batches (second session)                   3.01 s  0.376
+#   T3 one math-24gb student, 64 x 253 = 16 micro-batches (second session)                6.00 s  0.375
+#   T4 one math-t4 student at 384 new tokens, 32 x 637 = 8 micro-batches (second session)  6.86 s  0.857
+# A micro-batch of 4 x 253 = 1,012 tokens is 1,012 x 2 x 1.236e9 FLOP-params x 4 passes = 1.000e13 FLOPs, 0.0405 s at
+# 25% of peak; of 4 x 637 tokens 2.519e13 FLOPs, 0.1019 s. The first fit (from T1 alone) charged the rest, 0.377 s, to
+# a fixed cost per micro-batch; T4 shows the time grows with the tokens almost in proportion, so the rest is
+# overhead + FLOPs / R, with R a rate the roofline does not have: at 253 tokens (mean of T1-T3, 0.389) 0.349 s, at 637
+# 0.755 s => 1/R = (0.755 - 0.349) / (2.519e13 - 1.000e13) -> R = 37.4e12 FLOP/s; overhead = 0.349 - 1.000e13 / R =
+# 0.081 s. Rounded to 37 TFLOP/s and 0.08 s, the planner gives T1 25.0 s (-6%), T2 3.13 (+4%), T3 6.25 (+4%), T4 6.90
+# (+1%). On the H200 the path trains at ~3% of the bf16 peak. R is taken as the same on every card (a per-token cost
+# of the eager transformers + peft + bitsandbytes path, on top of the roofline, which scales with the card); read as a
+# lower utilisation instead (3.3% of peak), the H200 points come out the same but a slower card trains slower in
+# proportion: math-t4's student training on a T4 63 min a step instead of 12. One card cannot tell the two apart
+# (docs/performance.md).
+# These are one card's figures (eager transformers: the decoding overheads are mostly kernel launches and Python, so
+# the host CPU matters too); on other cards they are the best figure there is, not a measurement (tests/test_plan.py
+# holds them).
 HF_STEP_OVERHEAD_S = 0.44e-3
 HF_ADAPTER_OVERHEAD_S = 0.30e-3
-PEFT_TRAIN_MB_OVERHEAD_S = 0.38
+PEFT_TRAIN_MB_OVERHEAD_S = 0.08
+PEFT_TRAIN_TOKEN_TFLOPS = 37.0
 
 RATES = {
-    "hf": Rates(0.25, 0.40, 0.30, 0.50, HF_STEP_OVERHEAD_S, HF_ADAPTER_OVERHEAD_S, PEFT_TRAIN_MB_OVERHEAD_S),
+    "hf": Rates(0.25, 0.40, 0.30, 0.50, HF_STEP_OVERHEAD_S, HF_ADAPTER_OVERHEAD_S, PEFT_TRAIN_MB_OVERHEAD_S,
+                PEFT_TRAIN_TOKEN_TFLOPS),
     # vLLM samples (its overheads assumed, not measured); training is still transformers + peft (fitted)
-    "vllm": Rates(0.25, 0.50, 0.50, 0.60, 0.1e-3, 0.0, PEFT_TRAIN_MB_OVERHEAD_S),
-    # unsloth's patched trainer: its fixed cost per micro-batch is not measured (0 here, so its training time is a
-    # lower bound; the transformers + peft figure above says the real one is not 0)
+    "vllm": Rates(0.25, 0.50, 0.50, 0.60, 0.1e-3, 0.0, PEFT_TRAIN_MB_OVERHEAD_S, PEFT_TRAIN_TOKEN_TFLOPS),
+    # unsloth's patched trainer: its costs per micro-batch and per token are not measured (0 here, so its training
+    # time is a lower bound; the transformers + peft figures above say the real ones are not 0)
     "unsloth": Rates(0.40, 0.50, 0.50, 0.60, 0.1e-3, 0.0),
     "cpu": Rates(0.30, 0.30, 0.30, 0.30, 0.2e-3, 0.03e-3),
 }
@@ -129,11 +151,14 @@ def _decode_s(seqs: int, prompt: int, new: int, adapters: int, mode: str, card: 
 def _train_s(sequences: int, seq: int, mode: str, card: Card, shape: Shape, cfg: Config, kl: bool,
              micro_batches: int = 0) -> float:
     """Forward with gradients (2 FLOPs/param/token), backward through the frozen base to the LoRA weights (2 more),
-    the recompute of checkpointing (2), and the KL reference forward (2) when kl_coef > 0; plus the engine's fixed
-    cost per micro-batch (RATES[mode].train_mb_overhead_s) times `micro_batches`."""
+    the recompute of checkpointing (2), and the KL reference forward (2) when kl_coef > 0, at a share of the card's
+    peak; plus the same FLOPs at the engine's card-independent rate (RATES[mode].train_token_tflops, when set) and its
+    fixed cost per micro-batch (RATES[mode].train_mb_overhead_s) times `micro_batches`."""
+    r = RATES[mode]
     passes = 2 + (1 if cfg.model.gradient_checkpointing and mode != "cpu" else 0) + (1 if kl else 0)
-    flops = sequences * seq * 2 * shape.flop_params * passes / (card.tflops * 1e12 * RATES[mode].train)
-    return flops + micro_batches * RATES[mode].train_mb_overhead_s
+    flops = sequences * seq * 2 * shape.flop_params * passes
+    per_token = flops / (r.train_token_tflops * 1e12) if r.train_token_tflops else 0.0
+    return flops / (card.tflops * 1e12 * r.train) + per_token + micro_batches * r.train_mb_overhead_s
 
 
 def step_time(cfg: Config, shape: Shape, card: Card, mode: str, valid_rate: float, kv_seqs: float | None = None) -> dict[str, float]:
