@@ -18,7 +18,7 @@ from soarlite.names import STUDENT, seed_for
 from soarlite.scoring import greedy_accuracy
 from soarlite.tasks import QA, World
 
-__all__ = ["Student", "accuracy", "clock", "inner_lr", "run_wave", "train_students"]
+__all__ = ["Student", "accuracy", "clock", "inner_lr", "run_wave", "student_optimizer", "train_students"]
 
 
 @dataclass
@@ -34,6 +34,11 @@ def inner_lr(cfg: Config, generation: int) -> float:
     """The learning rate of a student copied from a baseline that has been promoted `generation` times (its inner
     loop is the generation+1-th the weights go through): inner.lr x inner.lr_decay^generation."""
     return cfg.inner.lr * cfg.inner.lr_decay**generation
+
+
+def student_optimizer(cfg: Config, lr: float, steps: int) -> OptimizerSpec:
+    """A student's optimiser for one inner loop of `steps` steps at `lr` (inner.optimizer, cosine decay)."""
+    return OptimizerSpec(lr, total_steps=steps, algorithm=cfg.inner.optimizer)
 
 
 def train_students(engine, grader, cfg: Config, world: World, students: list[Student], seed: int, report) -> None:
@@ -85,7 +90,7 @@ def run_wave(engine, grader, cfg: Config, world: World, students: list[Student],
     i = cfg.inner
     for s in students:
         lr = i.lr if s.lr is None else s.lr
-        engine.create_adapter(s.name, OptimizerSpec(lr, total_steps=i.steps), copy_from=STUDENT)
+        engine.create_adapter(s.name, student_optimizer(cfg, lr, i.steps), copy_from=STUDENT)
     report.phase(f"students {students[0].name}..{students[-1].name} train")
     with clock(phase_s, "inner_loop"):
         train_students(engine, grader, cfg, world, students, seed, report)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from soarlite import soar
 from soarlite.config import Config
 from soarlite.data import Problem
-from soarlite.engine import OptimizerSpec, SamplingParams
+from soarlite.engine import SamplingParams
 from soarlite.names import seed_for
 from soarlite.progress import Silent
 from soarlite.scoring import correct_counts
@@ -81,7 +81,7 @@ def check(cfg: Config, world, engine, grader, report=None, samples: int = 4, que
         return Result(0, samples, 0, 0, time.time() - t0, "skipped: the step-0 teacher wrote no valid question")
     problems = [Problem(qa.question, qa.answer) for qa in pairs]
     params = SamplingParams(i.temperature, i.max_new_tokens)
-    engine.create_adapter(NAME, OptimizerSpec(i.lr, total_steps=i.steps))
+    engine.create_adapter(NAME, soar.student_optimizer(cfg, i.lr, i.steps))
     try:
         before = sum(correct_counts(engine, grader, world, [NAME], problems, samples, params, seed)[0])
         if before == len(problems) * samples:

@@ -40,13 +40,13 @@ from soarlite import checkpoint, rloo, teacher_rewards
 from soarlite.config import Config
 from soarlite.engine import Completion, OptimizerSpec, SamplingParams
 from soarlite.executor import LocalExecutor, Wave
-from soarlite.inner import Student, accuracy, clock, inner_lr, train_students
+from soarlite.inner import Student, accuracy, clock, inner_lr, student_optimizer, train_students
 from soarlite.names import STUDENT, TEACHER, seed_for
 from soarlite.scoring import question_profiles
 from soarlite.tasks import QA, World
 
 __all__ = ["STUDENT", "TEACHER", "State", "Student", "TeacherStalled", "World", "accuracy", "inner_lr", "run",
-           "seed_for", "train_students"]
+           "seed_for", "student_optimizer", "train_students"]
 
 
 class TeacherStalled(RuntimeError):

@@ -121,3 +121,24 @@ def test_saved_adapter_loads_in_plain_peft(model_dir, tmp_path):
 def test_dtype_choice_on_cpu():
     assert pick_dtype("auto", "cpu") == torch.float32
     assert pick_dtype("bfloat16", "cpu") == torch.bfloat16
+
+
+@pytest.mark.parametrize("algorithm", ["sgd", "adamw"])
+def test_sgd_steps_in_proportion_to_the_signal(model_dir, algorithm):
+    """inner.optimizer sgd: twice the advantages move a student twice as far; AdamW's normalised step moves it the
+    same distance either way (why a rare right answer moves an AdamW student as much as many do)."""
+    e = _engine(model_dir)
+    e.create_adapter("one", OptimizerSpec(0.1, 10, algorithm=algorithm))
+    e.create_adapter("two", OptimizerSpec(0.1, 10, algorithm=algorithm), copy_from="one")
+    before = {k: v.clone() for k, v in e._params("one").items()}
+    outs = e.generate(PROMPTS, ["one"] * 3, SamplingParams(1.0, 6), seed=0)
+    rloo.update(e, "one", outs, [1.0, -1.0, 0.5], kl_coef=0.0, micro_batch=2)
+    rloo.update(e, "two", outs, [2.0, -2.0, 1.0], kl_coef=0.0, micro_batch=2)
+    one = torch.cat([(e._params("one")[k] - v).flatten() for k, v in before.items()])
+    two = torch.cat([(e._params("two")[k.replace(".one.", ".two.")] - v).flatten() for k, v in before.items()])
+    assert one.abs().max() > 0
+    if algorithm == "sgd":
+        torch.testing.assert_close(two, 2.0 * one, rtol=1e-3, atol=1e-7)
+    else:  # the same step, but for coordinates whose gradient is near AdamW's eps
+        assert 0.97 < (two.norm() / one.norm()).item() < 1.03
+    assert isinstance(e.optimizers["one"][0], torch.optim.SGD if algorithm == "sgd" else torch.optim.AdamW)

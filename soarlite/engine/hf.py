@@ -137,7 +137,9 @@ class HFEngine:
         params = list(self._params(name).values())
         for p in params:
             p.requires_grad_(True)
-        if getattr(self.cfg, "optimizer", "adamw") == "adamw8bit":
+        if spec.algorithm == "sgd":  # a step in proportion to the gradient (inner.optimizer); no state to keep
+            opt = torch.optim.SGD(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        elif getattr(self.cfg, "optimizer", "adamw") == "adamw8bit":
             require_bnb()
             import bitsandbytes as bnb
 

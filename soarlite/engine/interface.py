@@ -26,12 +26,13 @@ class Completion:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """AdamW with linear warm-up then cosine decay to zero over `total_steps` (the paper's schedule)."""
+    """AdamW (or plain SGD) with linear warm-up then cosine decay to zero over `total_steps` (the paper's schedule)."""
 
     lr: float
     total_steps: int
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    algorithm: str = "adamw"  # "adamw" (the recipe's `optimizer` picks its form) or "sgd" (inner.optimizer)
 
 
 class Engine(Protocol):

@@ -14,11 +14,10 @@ import random
 
 from soarlite import checkpoint
 from soarlite.config import Config
-from soarlite.engine import OptimizerSpec
 from soarlite.evaluation.passk import pass_at_k
 from soarlite.names import seed_for
 from soarlite.scoring import sampled_counts
-from soarlite.soar import Student, inner_lr, train_students
+from soarlite.soar import Student, inner_lr, student_optimizer, train_students
 from soarlite.tasks import QA
 
 HARD_ONLY = "hard_only"
@@ -45,7 +44,7 @@ def train_fresh_student(engine, grader, cfg: Config, world, name: str, questions
     per = steps // loops
     budget = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, steps=per))
     for loop in range(loops):
-        spec = OptimizerSpec(inner_lr(cfg, loop), total_steps=per)
+        spec = student_optimizer(cfg, inner_lr(cfg, loop), per)
         if loop == 0:
             engine.create_adapter(name, spec)
         else:  # a fresh optimiser on the same weights, as a promoted student's copies get
