@@ -281,5 +281,5 @@ def test_run_stops_when_the_preflight_check_fails(monkeypatch, tmp_path):
     monkeypatch.setattr(preflight, "check", lambda *a, **k: preflight.Result(4, 2, 3, 3, 1.0))
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, ["run", "--recipe", "tiny", "preflight=true", "--out", "run"])
-    assert r.exit_code == 1 and "pre-flight check failed" in r.output and "inner.lr=0.003" in r.output
+    assert r.exit_code == 1 and "pre-flight check failed" in r.output and "6 sgd steps at inner.lr=0.03)" in r.output
     assert not ran  # the loop never started

@@ -25,7 +25,7 @@ def test_rloo_on_easy_questions_raises_accuracy_on_them():
     world = SHIPPED  # its easy split: levels 1-3, written by the sloppy writer (pass@1 well below 1, room to learn)
     cfg = load_recipe("tiny", [
         *own_model(world), "threads=1",
-        "inner.steps=10", "inner.batch_size=8", "inner.group_size=8", "inner.lr=3e-3", "inner.max_new_tokens=40",
+        "inner.steps=10", "inner.batch_size=8", "inner.group_size=8", "inner.optimizer=adamw", "inner.lr=3e-3", "inner.max_new_tokens=40",
     ])
     w = resolve_world(cfg)
     easy = [p for p in w.hard_train][:16]
