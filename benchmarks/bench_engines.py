@@ -37,9 +37,9 @@ from _tiny import make_tiny_model  # noqa: E402
 
 from soarlite.config import load_recipe  # noqa: E402
 from soarlite.data import Problem  # noqa: E402
-from soarlite.engine import OptimizerSpec, SamplingParams  # noqa: E402
+from soarlite.engine import SamplingParams  # noqa: E402
 from soarlite.progress import Silent  # noqa: E402
-from soarlite.soar import STUDENT, Student, World, accuracy, seed_for, train_students  # noqa: E402
+from soarlite.soar import STUDENT, Student, World, accuracy, seed_for, student_optimizer, train_students  # noqa: E402
 from soarlite.tasks import QA  # noqa: E402
 
 
@@ -108,7 +108,7 @@ def bench_outer(engine, cfg, args) -> tuple[float, float]:
         baseline = [STUDENT]  # the baseline is evaluated once per step either way
         for group in [students] if lockstep else [[s] for s in students]:
             for s in group:
-                engine.create_adapter(s.name, OptimizerSpec(i.lr, total_steps=i.steps), copy_from=STUDENT)
+                engine.create_adapter(s.name, student_optimizer(cfg, i.lr, i.steps), copy_from=STUDENT)
             train_students(engine, grader, cfg, world, group, seed_for(0, "wave"), report)
             accuracy(engine, grader, cfg, world, [s.name for s in group] + baseline, world.hard_train)
             baseline = []

@@ -44,7 +44,8 @@ def main(argv=None) -> None:
     result = run_probe(world, seeds=[int(s) for s in a.seeds.split(",")], steps=a.steps, samples=a.samples,
                        arms=a.arms.split(","), overrides=a.overrides)
     print(f"\nworld {world} (version {result['world_version']}), {result['steps']} steps x {result['batch_size']} "
-          f"questions x {result['group_size']} rollouts, lr {result['lr']}, {result['seconds']}s\n")
+          f"questions x {result['group_size']} rollouts, {result.get('optimizer', 'adamw')} lr {result['lr']}, "
+          f"{result['seconds']}s\n")
     print(result["table"])
     if a.out:
         a.out.write_text(json.dumps(result, indent=1) + "\n")

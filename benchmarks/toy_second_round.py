@@ -34,8 +34,7 @@ def main(argv=None) -> None:
                     help="stones: --students datasets of true stepping stones; teacher: g datasets by the run's teacher")
     a = ap.parse_args(argv)
 
-    from soarlite.engine import OptimizerSpec
-    from soarlite.inner import Student, accuracy, train_students
+    from soarlite.inner import Student, accuracy, student_optimizer, train_students
     from soarlite.names import STUDENT, seed_for
     from soarlite.progress import Silent
     from soarlite.session import load_config, session
@@ -66,7 +65,7 @@ def main(argv=None) -> None:
                 stones = [QA(p.question, str(p.answer))
                           for p in stepping_stones(100 + j, a.questions, (1, 2, 3), exclude=hard)]
                 name = f"second_{j}"
-                engine.create_adapter(name, OptimizerSpec(cfg.inner.lr, total_steps=cfg.inner.steps), copy_from=STUDENT)
+                engine.create_adapter(name, student_optimizer(cfg, cfg.inner.lr, cfg.inner.steps), copy_from=STUDENT)
                 order = list(range(len(stones)))
                 random.Random(j).shuffle(order)
                 train_students(engine, grader, cfg, world, [Student(name, 0, stones, order)], seed_for(7, j), Silent())
@@ -82,7 +81,7 @@ def teacher_gains(engine, grader, cfg, world, run: str, before: float) -> list[f
     outer step trains them); each student's gain in greedy accuracy on the hard train split."""
     from soarlite import soar
     from soarlite.engine import OptimizerSpec
-    from soarlite.inner import Student, accuracy, train_students
+    from soarlite.inner import Student, accuracy, student_optimizer, train_students
     from soarlite.names import STUDENT, TEACHER, seed_for
     from soarlite.progress import Silent
 
@@ -94,7 +93,7 @@ def teacher_gains(engine, grader, cfg, world, run: str, before: float) -> list[f
     students = []
     for k in range(o.g):
         name = f"teacher_data_{k}"
-        engine.create_adapter(name, OptimizerSpec(cfg.inner.lr, total_steps=cfg.inner.steps), copy_from=STUDENT)
+        engine.create_adapter(name, student_optimizer(cfg, cfg.inner.lr, cfg.inner.steps), copy_from=STUDENT)
         order = list(range(o.n))
         random.Random(k).shuffle(order)
         students.append(Student(name, k, pairs[k * o.n : (k + 1) * o.n], order))

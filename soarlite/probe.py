@@ -116,7 +116,8 @@ def run_probe(world_dir: Path, *, seeds=(0, 1, 2), steps: int = 18, samples: int
                     f"{row.get('pass@32_ci')}  solved {row['solved']}/{row['problems']}  greedy(hard train) {greedy}  {row['seconds']}s")
     result = {
         "world": str(world_dir), "world_version": meta["version"], "world_seed": meta["seed"],
-        "steps": steps, "batch_size": i.batch_size, "group_size": i.group_size, "lr": i.lr, "kl_coef": i.kl_coef,
+        "steps": steps, "batch_size": i.batch_size, "group_size": i.group_size, "optimizer": i.optimizer, "lr": i.lr,
+        "kl_coef": i.kl_coef,
         "max_new_tokens": i.max_new_tokens, "samples": samples, "seeds": list(seeds), "stone_levels": list(stone_levels),
         "hard_train": len(world.hard_train), "hard_test": len(world.hard_test), "runs": runs,
         "seconds": round(time.time() - t_all, 1),

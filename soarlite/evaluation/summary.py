@@ -37,8 +37,8 @@ def train_fresh_student(engine, grader, cfg: Config, world, name: str, questions
                         seed: int, report, loops: int = 1) -> str:
     """A new student adapter (the base model) trained by the inner loop for `steps` RLOO steps on `questions`, taken in
     `order` (cycled). The one way every baseline trains, so that a step costs the same everywhere. With `loops` > 1
-    the steps are split into that many inner loops, each with a fresh AdamW at `inner_lr(cfg, loop)`: the schedule
-    SOAR's final student had after loops - 1 promotions."""
+    the steps are split into that many inner loops, each with a fresh optimiser (inner.optimizer) at
+    `inner_lr(cfg, loop)`: the schedule SOAR's final student had after loops - 1 promotions."""
     if loops > 1 and steps % loops:
         raise ValueError(f"{steps} steps do not split into {loops} inner loops")
     per = steps // loops
