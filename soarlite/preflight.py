@@ -101,9 +101,8 @@ def require(cfg: Config, result: Result) -> None:
         return
     total = result.questions * result.samples
     raise PreflightFailed(
-        f"pre-flight check failed: one inner loop ({cfg.inner.steps} {cfg.inner.optimizer} steps at inner.lr="
-        f"{cfg.inner.lr:g}) took a fresh "
-        f"student from {result.before}/{total} to {result.after}/{total} right answers on its own training questions, "
+        f"pre-flight check failed: one inner loop ({cfg.inner.steps} {cfg.inner.optimizer} steps at "
+        f"inner.lr={cfg.inner.lr:g}) took a fresh student from {result.before}/{total} to {result.after}/{total} right answers on its own training questions, "
         f"so students would not learn and the teacher's reward would be noise; raise inner.lr (LoRA wants about 10x a "
         f"full fine-tuning rate) or inner.steps, or turn the check off with preflight=false")
 

@@ -73,8 +73,8 @@ def test_a_baseline_follows_the_final_students_schedule():
             summary.train_fresh_student(engine, grader, cfg, w, "b", questions, [0, 1, 2, 3, 4], 3, 0, Quiet(), loops=2)
         engine.made.clear()
         summary.train_fresh_student(engine, grader, cfg, w, "b", questions, [4, 3, 2, 1, 0], 2, 0, Quiet(), loops=2)
-    assert engine.made == [("b", 4e-3, None), ("b_next", 2e-3, "b"), ("b", 2e-3, "b_next")]
-    assert "b" in engine.engine.adapters and "b_next" not in engine.engine.adapters
+    assert engine.made == [("b_0", 4e-3, None), ("b", 2e-3, "b_0")]
+    assert "b" in engine.engine.adapters and "b_0" not in engine.engine.adapters
     asked = [[q for q in questions if w.student_prompt(q.question) == p][0] for p in engine.prompts[-2][::2]]
     assert asked == [questions[4], questions[3]]  # loop 1: order[0:2]
     asked = [[q for q in questions if w.student_prompt(q.question) == p][0] for p in engine.prompts[-1][::2]]

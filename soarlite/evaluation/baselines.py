@@ -9,7 +9,7 @@ one RLOO implementation) for a counted number of steps, and evaluated by the sam
     Intrinsic-T   a SOAR run whose teacher is rewarded by learnability (`outer.reward: intrinsic`), then as Grounded-T
 
 The student budget is the one `evaluate.hard_only_steps` gives SOAR's final student (inner.steps per promotion, at
-least one inner loop, each a fresh AdamW at the rate that student's generation trained at: `inner.lr_decay`) unless
+least one inner loop, each a fresh optimiser at the rate that student's generation trained at: `inner.lr_decay`) unless
 --steps says otherwise (one inner loop); every result records its steps and rollouts.
 """
 

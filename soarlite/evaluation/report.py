@@ -18,6 +18,7 @@ steps are shown 1-based, as on the screen (metrics.jsonl counts from 0).
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,11 +193,11 @@ def plot_questions(run: Run, path: Path) -> None:
 
 
 def _pearson(a: list[float], b: list[float]) -> float | None:
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    va, vb = sum((x - ma) ** 2 for x in a), sum((y - mb) ** 2 for y in b)
-    if va == 0 or vb == 0:
+    """statistics.correlation, or None where it is undefined (a constant column)."""
+    try:
+        return statistics.correlation(a, b)
+    except statistics.StatisticsError:
         return None
-    return sum((x - ma) * (y - mb) for x, y in zip(a, b)) / (va * vb) ** 0.5
 
 
 def reward_signal(run: Run) -> dict | None:

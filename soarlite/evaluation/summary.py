@@ -43,17 +43,16 @@ def train_fresh_student(engine, grader, cfg: Config, world, name: str, questions
         raise ValueError(f"{steps} steps do not split into {loops} inner loops")
     per = steps // loops
     budget = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, steps=per))
+    previous = None
     for loop in range(loops):
-        spec = student_optimizer(cfg, inner_lr(cfg, loop), per)
-        if loop == 0:
-            engine.create_adapter(name, spec)
-        else:  # a fresh optimiser on the same weights, as a promoted student's copies get
-            engine.create_adapter(f"{name}_next", spec, copy_from=name)
-            engine.delete_adapter(name)
-            engine.create_adapter(name, spec, copy_from=f"{name}_next")
-            engine.delete_adapter(f"{name}_next")
+        # each loop a copy of the last with a fresh optimiser, as a promoted student's copies get; the last is `name`
+        current = name if loop == loops - 1 else f"{name}_{loop}"
+        engine.create_adapter(current, student_optimizer(cfg, inner_lr(cfg, loop), per), copy_from=previous)
+        if previous is not None:
+            engine.delete_adapter(previous)
+        previous = current
         turn = (loop * per * cfg.inner.batch_size) % max(1, len(order))  # go on through the order, not back to its start
-        student = Student(name, 0, questions, order[turn:] + order[:turn])
+        student = Student(current, 0, questions, order[turn:] + order[:turn])
         train_students(engine, grader, budget, world, [student], seed_for(seed, "loop", loop) if loop else seed, report)
     return name
 
