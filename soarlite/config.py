@@ -96,6 +96,7 @@ class InnerConfig:
     lr: float = _f(1e-5, "student AdamW learning rate (cosine decay, no warm-up)", gt=0.0)
     optimizer: Literal["adamw", "sgd"] = _f("adamw", "the students' optimiser: adamw (the paper's; the recipe's top-level `optimizer` picks its form) or sgd (plain SGD: a step in proportion to the gradient, so a batch with one right answer in hundreds moves a student little, where AdamW's normalised step moves it as far as a batch full of them)")
     lr_decay: float = _f(1.0, "each promotion multiplies the students' learning rate by this: students copied from a baseline promoted p times train at lr x lr_decay^p (1.0: the paper's constant rate; a LoRA student at a high rate is pushed past its best by a second inner loop). Hard-Only and the other baselines follow the same schedule, inner loop by inner loop", gt=0.0, max=1.0)
+    max_grad_norm: float = _f(0.0, "clip each student's gradient to this L2 norm before a step (0: no clip). With SGD it bounds the step a batch full of learnable questions takes, while a batch with one right answer in hundreds still moves in proportion to its small gradient", min=0.0)
     kl_coef: float = _f(0.001, "KL penalty towards the base model", min=0.0)
     temperature: float = _f(1.0, "student sampling temperature", gt=0.0)
     max_new_tokens: int = _f(1024, "student tokens per rollout (and per greedy answer on reward questions)", min=1)

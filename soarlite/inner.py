@@ -38,7 +38,8 @@ def inner_lr(cfg: Config, generation: int) -> float:
 
 def student_optimizer(cfg: Config, lr: float, steps: int) -> OptimizerSpec:
     """A student's optimiser for one inner loop of `steps` steps at `lr` (inner.optimizer, cosine decay)."""
-    return OptimizerSpec(lr, total_steps=steps, algorithm=cfg.inner.optimizer)
+    return OptimizerSpec(lr, total_steps=steps, algorithm=cfg.inner.optimizer,
+                         max_grad_norm=cfg.inner.max_grad_norm or None)
 
 
 def train_students(engine, grader, cfg: Config, world: World, students: list[Student], seed: int, report) -> None:

@@ -49,6 +49,7 @@ def test_scientific_numbers_in_a_recipe_file(tmp_path):
     (["inner.lr=0"], "inner.lr: 0.0 must be > 0.0"),
     (["inner.lr_decay=0"], "inner.lr_decay: 0.0 must be > 0.0"),
     (["inner.lr_decay=1.5"], "inner.lr_decay: 1.5 is too large; it must be <= 1.0"),
+    (["inner.max_grad_norm=-1"], "inner.max_grad_norm: -1.0 is too small; it must be >= 0.0"),
     (["model.load_in_4bit=3"], "model.load_in_4bit: expected true or false, got 3"),
     (["model.target_modules=q_proj"], "model.target_modules: expected a list of str, got 'q_proj'"),
     (["outer=3"], "outer: expected a mapping, got 3"),

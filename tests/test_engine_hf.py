@@ -142,3 +142,34 @@ def test_sgd_steps_in_proportion_to_the_signal(model_dir, algorithm):
     else:  # the same step, but for coordinates whose gradient is near AdamW's eps
         assert 0.97 < (two.norm() / one.norm()).item() < 1.03
     assert isinstance(e.optimizers["one"][0], torch.optim.SGD if algorithm == "sgd" else torch.optim.AdamW)
+
+
+def test_max_grad_norm_bounds_the_step_and_leaves_a_small_gradient_alone(model_dir):
+    """inner.max_grad_norm with SGD: a gradient longer than the bound steps exactly lr x bound along its direction;
+    a shorter one steps exactly as without a bound."""
+    e = _engine(model_dir)
+    lr = 0.1
+    e.create_adapter("free", OptimizerSpec(lr, 10, algorithm="sgd"))
+    before = {k: v.clone() for k, v in e._params("free").items()}
+    outs = e.generate(PROMPTS, ["free"] * 3, SamplingParams(1.0, 6), seed=0)
+    advs = [1.0, -1.0, 0.5]
+
+    def step_of(name):
+        return torch.cat([(e._params(name)[k.replace(".free.", f".{name}.")] - v).flatten() for k, v in before.items()])
+
+    def fresh(name, bound):  # the same starting weights as "free" had
+        e.create_adapter(name, OptimizerSpec(lr, 10, algorithm="sgd", max_grad_norm=bound))
+        with torch.no_grad():
+            for k, v in before.items():
+                e._params(name)[k.replace(".free.", f".{name}.")].copy_(v)
+
+    rloo.update(e, "free", outs, advs, kl_coef=0.0, micro_batch=2)
+    free = step_of("free")
+    grad_norm = (free.norm() / lr).item()
+    assert grad_norm > 0
+    fresh("tight", grad_norm / 4)
+    fresh("loose", grad_norm * 4)
+    rloo.update(e, "tight", outs, advs, kl_coef=0.0, micro_batch=2)
+    rloo.update(e, "loose", outs, advs, kl_coef=0.0, micro_batch=2)
+    torch.testing.assert_close(step_of("tight"), free / 4, rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(step_of("loose"), free, rtol=1e-4, atol=1e-8)

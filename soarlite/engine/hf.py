@@ -338,9 +338,12 @@ class HFEngine:
         return flip() if grad and self.checkpointing else nullcontext()
 
     def step(self, name: str) -> float:
-        opt, sched, _ = self.optimizers[name]
+        opt, sched, spec = self.optimizers[name]
         lr = opt.param_groups[0]["lr"]
-        if self.scaler is None or self.scaler.unscale_and_check(name, opt.param_groups[0]["params"]):
+        params = opt.param_groups[0]["params"]
+        if self.scaler is None or self.scaler.unscale_and_check(name, params):
+            if spec.max_grad_norm is not None:  # after unscaling: the bound is on the true gradient
+                torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
             opt.step()
         sched.step()  # a skipped fp16 step (inf/nan gradients) still moves the schedule: it counts steps
         opt.zero_grad(set_to_none=True)

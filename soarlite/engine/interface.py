@@ -33,6 +33,7 @@ class OptimizerSpec:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     algorithm: str = "adamw"  # "adamw" (the recipe's `optimizer` picks its form) or "sgd" (inner.optimizer)
+    max_grad_norm: float | None = None  # clip the adapter's gradient to this L2 norm before each step (None: no clip)
 
 
 class Engine(Protocol):
