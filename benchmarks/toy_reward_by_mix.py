@@ -1,9 +1,11 @@
 """What SOAR's reward pays for in the toy world: a dataset's reward as a function of how many of its questions are
 stepping stones.
 
-    python benchmarks/toy_reward_by_mix.py [--ks 0,1,2,4,8] [--reps 8] [--wrong 0.5] [--from RUN_DIR] [overrides...]
+    python benchmarks/toy_reward_by_mix.py [--ks 0,1,2,4,8] [--reps 8] [--wrong 0.5] [--wrong-stones 0.2]
+                                           [--from RUN_DIR] [--out FILE.json] [overrides...]
 
-Each dataset has outer.n questions: k of the world's true stepping stones (levels 1-3, right answers) and n - k long
+Each dataset has outer.n questions: k of the world's true stepping stones (levels 1-3, a share --wrong-stones of their
+answers wrong) and n - k long
 chains (levels 6-8) whose answers are wrong with probability --wrong (an overshoot of 1-3, the writer's own slip),
 as the untrained teacher writes about half of them. For each k, --reps fresh students train one inner loop of the
 recipe on such datasets (in lockstep, as in an outer step) from the untrained student, or from a run's promoted
@@ -32,6 +34,8 @@ def main(argv=None) -> None:
     ap.add_argument("--ks", default="0,1,2,4,8", help="stepping stones per dataset, one wave of students each")
     ap.add_argument("--reps", type=int, default=8, help="students (datasets) per k")
     ap.add_argument("--wrong", type=float, default=0.5, help="share of the long chains whose answer is wrong")
+    ap.add_argument("--wrong-stones", type=float, default=0.0, help="share of the stepping stones whose answer is wrong "
+                    "(the untrained teacher gets about 1 in 5 of its short chains wrong)")
     ap.add_argument("--from", dest="run", help="a run folder: start from its promoted student")
     ap.add_argument("--out", type=Path, help="write the gains as JSON here")
     a = ap.parse_args(argv)
@@ -75,7 +79,8 @@ def main(argv=None) -> None:
                 rng = random.Random(f"mix/{k}/{j}")
                 stones = stepping_stones(1000 + 37 * j + k, k, (1, 2, 3), exclude=hard) if k else []
                 longs = stepping_stones(5000 + 37 * j + k, n - k, (6, 7, 8), exclude=hard) if k < n else []
-                qa = [QA(p.question, str(p.answer)) for p in stones]
+                qa = [QA(p.question, str(p.answer + (rng.randint(1, 3) if rng.random() < a.wrong_stones else 0)))
+                      for p in stones]
                 qa += [QA(p.question, str(p.answer + (rng.randint(1, 3) if rng.random() < a.wrong else 0)))
                        for p in longs]
                 rng.shuffle(qa)
@@ -96,7 +101,8 @@ def main(argv=None) -> None:
                   f"median gradient norm {statistics.median(grad_norms):.2f}; "
                   + " ".join(f"{g:+.3f}" for g in gains), flush=True)
     if a.out:
-        a.out.write_text(json.dumps({"baseline": before, "from": a.run, "wrong": a.wrong, "overrides": a.overrides,
+        a.out.write_text(json.dumps({"baseline": before, "from": a.run, "wrong": a.wrong,
+                                     "wrong_stones": a.wrong_stones, "overrides": a.overrides,
                                      "by_k": results}, indent=1) + "\n")
 
 

@@ -103,8 +103,15 @@ def require(cfg: Config, result: Result) -> None:
     raise PreflightFailed(
         f"pre-flight check failed: one inner loop ({cfg.inner.steps} {cfg.inner.optimizer} steps at "
         f"inner.lr={cfg.inner.lr:g}) took a fresh student from {result.before}/{total} to {result.after}/{total} right answers on its own training questions, "
-        f"so students would not learn and the teacher's reward would be noise; raise inner.lr (LoRA wants about 10x a "
-        f"full fine-tuning rate) or inner.steps, or turn the check off with preflight=false")
+        f"so students would not learn and the teacher's reward would be noise; raise inner.lr ({_lr_hint(cfg)}) or "
+        f"inner.steps, or turn the check off with preflight=false")
+
+
+def _lr_hint(cfg: Config) -> str:
+    """What scale of rate to try, by optimiser: AdamW's step does not grow with the gradient, SGD's does."""
+    if cfg.inner.optimizer == "sgd":
+        return "plain SGD's rate is on another scale than AdamW's: the tiny recipe's LoRA students train at 0.03"
+    return "with AdamW, LoRA wants about 10x a full fine-tuning rate"
 
 
 def require_line(cfg: Config, result: Result) -> str:

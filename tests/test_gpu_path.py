@@ -282,4 +282,7 @@ def test_run_stops_when_the_preflight_check_fails(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, ["run", "--recipe", "tiny", "preflight=true", "--out", "run"])
     assert r.exit_code == 1 and "pre-flight check failed" in r.output and "6 sgd steps at inner.lr=0.03)" in r.output
+    assert "plain SGD's rate is on another scale" in " ".join(r.output.split())  # the hint fits the optimiser
     assert not ran  # the loop never started
+    r = CliRunner().invoke(app, ["run", "--recipe", "tiny", "preflight=true", "inner.optimizer=adamw", "--out", "run2"])
+    assert r.exit_code == 1 and "LoRA wants about 10x a full fine-tuning rate" in " ".join(r.output.split())

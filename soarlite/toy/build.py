@@ -44,7 +44,7 @@ DEFAULT_SETTINGS: dict = {
     "lr": 3e-3,
     # evaluation and the hard split
     "hard_level": 8,
-    "n_hard_candidates": 400,
+    "n_hard_candidates": 800,  # world "d800": 250 fail@128, 125 / 125 (400 gave 117: 58 / 59, too few test problems)
     "fail_k": 128,
     "stone_levels": [1, 2, 3],  # the world's true stepping stones (the oracle probe's arm)
     "easy_levels": [1, 2, 3],
