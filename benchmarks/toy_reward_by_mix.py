@@ -5,9 +5,8 @@ stepping stones.
                                            [--from RUN_DIR] [--out FILE.json] [overrides...]
 
 Each dataset has outer.n questions: k of the world's true stepping stones (levels 1-3, a share --wrong-stones of their
-answers wrong) and n - k long
-chains (levels 6-8) whose answers are wrong with probability --wrong (an overshoot of 1-3, the writer's own slip),
-as the untrained teacher writes about half of them. For each k, --reps fresh students train one inner loop of the
+answers wrong) and n - k long chains (levels 6-8) whose answers are wrong with probability --wrong, as the untrained
+teacher writes about half of them. A wrong answer overshoots by 1-3, the writer's own slip. For each k, --reps fresh students train one inner loop of the
 recipe on such datasets (in lockstep, as in an outer step) from the untrained student, or from a run's promoted
 student (--from RUN_DIR, its adapters/student), and their gain in greedy accuracy on the hard train split, SOAR's
 reward (the paper's R_k with r = 1), is printed with its spread. The median gradient norm of their updates is printed
@@ -46,7 +45,6 @@ def main(argv=None) -> None:
     from soarlite.names import STUDENT, seed_for
     from soarlite.progress import Silent
     from soarlite.session import load_config, session
-    from soarlite.tasks import QA
     from soarlite.toy import stepping_stones
 
     cfg = load_config(a.recipe, a.overrides, None)
@@ -79,10 +77,7 @@ def main(argv=None) -> None:
                 rng = random.Random(f"mix/{k}/{j}")
                 stones = stepping_stones(1000 + 37 * j + k, k, (1, 2, 3), exclude=hard) if k else []
                 longs = stepping_stones(5000 + 37 * j + k, n - k, (6, 7, 8), exclude=hard) if k < n else []
-                qa = [QA(p.question, str(p.answer + (rng.randint(1, 3) if rng.random() < a.wrong_stones else 0)))
-                      for p in stones]
-                qa += [QA(p.question, str(p.answer + (rng.randint(1, 3) if rng.random() < a.wrong else 0)))
-                       for p in longs]
+                qa = [pair(p, a.wrong_stones, rng) for p in stones] + [pair(p, a.wrong, rng) for p in longs]
                 rng.shuffle(qa)
                 name = f"mix_{k}_{j}"
                 engine.create_adapter(name, student_optimizer(cfg, cfg.inner.lr, cfg.inner.steps), copy_from=STUDENT)
@@ -104,6 +99,14 @@ def main(argv=None) -> None:
         a.out.write_text(json.dumps({"baseline": before, "from": a.run, "wrong": a.wrong,
                                      "wrong_stones": a.wrong_stones, "overrides": a.overrides,
                                      "by_k": results}, indent=1) + "\n")
+
+
+def pair(problem, wrong: float, rng: random.Random):
+    """The problem as a question-answer pair whose answer overshoots by 1-3 (the writer's slip) with probability
+    `wrong`."""
+    from soarlite.tasks import QA
+
+    return QA(problem.question, str(problem.answer + (rng.randint(1, 3) if rng.random() < wrong else 0)))
 
 
 if __name__ == "__main__":
