@@ -69,6 +69,42 @@ def test_sloppy_writer():
     assert right_chains / 2000 < 0.01  # 0.5^8 = 0.004: a slip is never undone
 
 
+def test_writer_habit():
+    """With a habit, the writer's `habit_op` steps are the result plus exactly one with probability `habit` (and never
+    a random slip); its other steps slip as before. At habit 0 the writer draws the same random numbers as without
+    the setting, so every world built before it is rebuilt byte for byte."""
+    p = toy.Problem(12, (("*", 2), ("-", 9), ("*", 3), ("+", 4)))
+    assert p.values() == [12, 24, 15, 45, 49]
+    assert p.written_values(random.Random(7), 0.5, 0.0) == p.written_values(random.Random(7), 0.5)
+    assert p.written_values(random.Random(7), 0.0, 1.0) == [12, 25, 16, 49, 53]  # every "*" step one over, carried on
+    rng, ones, muls = random.Random(0), 0, 0
+    for _ in range(4000):
+        vals = p.written_values(rng, 0.0, 0.6)
+        for (op, d), v, w in zip(p.ops, vals, vals[1:]):
+            true = v + d if op == "+" else v - d if op == "-" else v * d
+            if op == "*":
+                assert w - true in (0, 1)
+                ones += w - true
+                muls += 1
+            else:
+                assert w == true  # noise 0: the other steps are exact
+    assert 0.57 < ones / muls < 0.63
+    p2 = toy.Problem(5, (("+", 3),))
+    assert p2.written_values(random.Random(1), 0.0, 1.0, habit_op="+") == [5, 9]
+
+
+def test_habit_settings_are_checked_and_keep_old_hashes(tmp_path):
+    with pytest.raises(ValueError, match="'habit_op' must be one of"):
+        toy.build(tmp_path / "w", habit_op="/")
+    with pytest.raises(ValueError, match="'habit' is a probability"):
+        toy.build(tmp_path / "w", habit=1.5)
+    assert not (tmp_path / "w").exists()
+    # a world built before the setting existed keeps its hash: at habit 0 the setting is left out of it
+    before = {k: v for k, v in toy.DEFAULT_SETTINGS.items() if k not in ("habit", "habit_op")}
+    assert toy.settings_hash({**before, "habit": 0.0, "habit_op": "*"}, 0) == toy.settings_hash(before, 0)
+    assert toy.settings_hash({**before, "habit": 0.6}, 0) != toy.settings_hash({**before, "habit": 0.0}, 0)
+
+
 def test_difficulty_and_parse_question():
     for p in toy.problems(3, 4, 20) + toy.problems(3, 1, 5):
         assert toy.parse_question(p.question) == p

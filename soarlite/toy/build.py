@@ -38,6 +38,10 @@ DEFAULT_SETTINGS: dict = {
     "teacher_levels": {"1": 0.04, "2": 0.04, "3": 0.04, "4": 0.08, "5": 0.12, "6": 0.2, "7": 0.24, "8": 0.24},
     "noise": 0.5,
     "teacher_noise": 0.05,
+    # The student-format writer's habit (world.Problem.written_values): on `habit_op` steps it writes the result plus
+    # one with probability `habit`, in place of its random slips there. 0: no habit (every world up to d800).
+    "habit": 0.0,
+    "habit_op": "*",
     "teacher_fraction": 0.3,  # share of pretraining sequences in the teacher format (the rest: student format)
     "pretrain_steps": 2000,  # world "d" of docs/toy-world.md: 1200 learnt each step's mode worse (greedy L=1 0.66 vs 0.81)
     "batch": 64,
@@ -100,14 +104,25 @@ def _check_settings(settings: dict) -> dict:
     s = {**DEFAULT_SETTINGS, **settings}
     if s["hidden"] % s["heads"]:
         raise ValueError("toy setting 'hidden' must be a multiple of 'heads'")
+    if s["habit_op"] not in ("+", "-", "*"):
+        raise ValueError(f"toy setting 'habit_op' must be one of '+', '-', '*', not {s['habit_op']!r}")
+    for key in ("noise", "teacher_noise", "habit"):
+        if not 0 <= s[key] <= 1:
+            raise ValueError(f"toy setting {key!r} is a probability: it must be between 0 and 1, not {s[key]!r}")
     for key in ("student_levels", "teacher_levels"):
         s[key] = {str(k): float(v) for k, v in s[key].items()}
     s["stone_levels"] = [int(v) for v in s["stone_levels"]]
     return s
 
 
+# Settings added after worlds were shipped, with the value that builds those worlds unchanged: at that value a
+# setting is left out of the hash, so a world built before it existed keeps its hash (and the shipped one its name).
+_LATER_SETTINGS = {"habit": 0.0, "habit_op": "*"}
+
+
 def settings_hash(settings: dict, seed: int) -> str:
     s = _check_settings(settings)
+    s = {k: v for k, v in s.items() if not (k in _LATER_SETTINGS and v == _LATER_SETTINGS[k])}
     blob = json.dumps({"settings": s, "seed": seed, "version": WORLD_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -156,7 +171,7 @@ def _build(out: Path, seed: int, settings: dict, verbose: bool, keep_existing: b
             if p.question in held_out:
                 continue
             texts.append(TEACHER_PROMPT + p.teacher_text(rng, s["teacher_noise"]) if fmt == "teacher"
-                         else student_prompt(p.question) + p.student_solution(rng, s["noise"]))
+                         else student_prompt(p.question) + p.student_solution(rng, s["noise"], s["habit"], s["habit_op"]))
         log(f"[toy] {len(texts)} pretraining texts, {time.time() - t0:.1f}s")
 
         tok = train_tokenizer(texts[:5000] + [TEACHER_PROMPT, student_prompt("")], s["vocab_size"])

@@ -61,27 +61,37 @@ class Problem:
     def question(self) -> str:
         return " ".join([str(self.start)] + [f"{op}{d}" for op, d in self.ops])
 
-    def written_values(self, rng: random.Random | None = None, noise: float = 0.0) -> list[int]:
+    def written_values(self, rng: random.Random | None = None, noise: float = 0.0, habit: float = 0.0,
+                       habit_op: str = "*") -> list[int]:
         """The running values as a writer with per-step error rate `noise` writes them: a wrong step overshoots what
         the previous *written* value gives by 1 to 3, and the chain continues from it. Overshoots only add up (every
         operation keeps a positive offset positive), so a chain with a slip never comes back to the right answer:
-        a writer's chain is right with probability exactly (1 - noise)^L. noise 0: the true values."""
+        a writer's chain is right with probability exactly (1 - noise)^L. noise 0: the true values.
+
+        `habit` > 0 gives the writer a habit on `habit_op` steps, in place of its random slips there: it writes the
+        result plus exactly one with probability `habit`. Above 0.5 the wrong value is the step's mode, so a model
+        of this writer gets those steps wrong even greedily."""
         vals = [self.start]
         for op, d in self.ops:
             w = _apply(vals[-1], op, d)
-            if noise and rng.random() < noise:
+            if habit and op == habit_op:
+                if rng.random() < habit:
+                    w += 1
+            elif noise and rng.random() < noise:
                 w += rng.choice((1, 2, 3))
             vals.append(w)
         return vals
 
-    def steps(self, rng: random.Random | None = None, noise: float = 0.0) -> tuple[str, int]:
+    def steps(self, rng: random.Random | None = None, noise: float = 0.0, habit: float = 0.0,
+              habit_op: str = "*") -> tuple[str, int]:
         """The worked steps ("*2=24 -9=15") and the answer they end on."""
-        vals = self.written_values(rng, noise)
+        vals = self.written_values(rng, noise, habit, habit_op)
         return " ".join(f"{op}{d}={w}" for (op, d), w in zip(self.ops, vals[1:])), vals[-1]
 
-    def student_solution(self, rng: random.Random | None = None, noise: float = 0.0) -> str:
+    def student_solution(self, rng: random.Random | None = None, noise: float = 0.0, habit: float = 0.0,
+                         habit_op: str = "*") -> str:
         """What follows student_prompt(question): the worked steps, then the boxed answer (the written one)."""
-        steps, ans = self.steps(rng, noise)
+        steps, ans = self.steps(rng, noise, habit, habit_op)
         return f" {steps} \\boxed{{{ans}}}"
 
     def teacher_text(self, rng: random.Random | None = None, noise: float = 0.0) -> str:
