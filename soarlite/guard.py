@@ -73,8 +73,10 @@ class RunFailed(RuntimeError):
 
 
 # Signals that arrived during the run. The exception a signal handler raises can be swallowed: raised inside a
-# finalizer or a C extension's callback, Python prints "Exception ignored" and goes on. The run still stops: at the
-# next phase (StepGuard) or when anything else ends the run, as an interruption.
+# finalizer or a callback (the import system's module-lock callback is one), Python passes it to sys.unraisablehook,
+# which would print an "Exception ignored" traceback, and goes on. signals_raise installs a hook that drops exactly
+# those, and the run still stops: at the next phase (StepGuard) or when anything else ends the run, as an
+# interruption, with its one line.
 PENDING: list[int] = []
 
 
@@ -90,6 +92,7 @@ def signals_raise():
     stopped and the caller can say where the run stands. Each is also recorded in PENDING (see above). Only in the
     main thread (signals need it)."""
     import signal
+    import sys
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -100,9 +103,17 @@ def signals_raise():
         PENDING.append(signum)
         raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(args):
+        if PENDING and isinstance(args.exc_value, (KeyboardInterrupt, Interrupted)):
+            return  # a signal's own exception, swallowed where it landed: recorded in PENDING, acted on there
+        previous_hook(args)
+
     wanted = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s]
     PENDING.clear()
     old = {s: signal.signal(s, handler) for s in wanted}
+    sys.unraisablehook = unraisable
     try:
         yield
     except BaseException as e:
@@ -112,4 +123,5 @@ def signals_raise():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        sys.unraisablehook = previous_hook
         PENDING.clear()

@@ -437,3 +437,30 @@ def test_a_signal_prints_the_resume_command(tmp_path, sig, code):
     # itself, which a shell reports as the same status 128 + 2 = 130
     assert p.returncode == code or (sig == signal.SIGINT and p.returncode == -signal.SIGINT), err
     assert err.strip().splitlines() == [f"interrupted after step 0; resume with `soarlite run --resume {run}`"]
+
+
+def test_a_signal_swallowed_in_a_finalizer_prints_nothing_and_still_stops(capsys):
+    """A signal that lands inside a finalizer (as one landed in the import system's module-lock callback, under load):
+    its exception cannot propagate, and Python would print an "Exception ignored" traceback. The guard keeps stderr
+    clean and the run stops at its next check, as an interruption by that signal."""
+    import gc
+
+    from soarlite import guard
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside __del__
+
+    pytests_hook, sys.unraisablehook = sys.unraisablehook, sys.__unraisablehook__  # Python's own: it prints
+    try:
+        with pytest.raises(guard.Interrupted) as e:
+            with guard.signals_raise():
+                Finalized()
+                gc.collect()
+                assert guard.PENDING == [signal.SIGTERM]  # the run went on past the swallowed exception
+                guard.check_interrupted()
+        assert sys.unraisablehook is sys.__unraisablehook__ and guard.PENDING == []  # both put back
+    finally:
+        sys.unraisablehook = pytests_hook
+    assert e.value.signum == signal.SIGTERM
+    assert capsys.readouterr().err == ""
