@@ -453,12 +453,11 @@ def test_a_signal_swallowed_in_a_finalizer_prints_nothing_and_still_stops(capsys
 
     pytests_hook, sys.unraisablehook = sys.unraisablehook, sys.__unraisablehook__  # Python's own: it prints
     try:
-        with pytest.raises(guard.Interrupted) as e:
-            with guard.signals_raise():
-                Finalized()
-                gc.collect()
-                assert guard.PENDING == [signal.SIGTERM]  # the run went on past the swallowed exception
-                guard.check_interrupted()
+        with pytest.raises(guard.Interrupted) as e, guard.signals_raise():
+            Finalized()
+            gc.collect()
+            assert guard.PENDING == [signal.SIGTERM]  # the run went on past the swallowed exception
+            guard.check_interrupted()
         assert sys.unraisablehook is sys.__unraisablehook__ and guard.PENDING == []  # both put back
     finally:
         sys.unraisablehook = pytests_hook
