@@ -98,6 +98,8 @@ def test_habit_settings_are_checked_and_keep_old_hashes(tmp_path):
         toy.build(tmp_path / "w", habit_op="/")
     with pytest.raises(ValueError, match="'habit' is a probability"):
         toy.build(tmp_path / "w", habit=1.5)
+    with pytest.raises(ValueError, match="'noise' is a probability.*not 'high'"):
+        toy.build(tmp_path / "w", noise="high")
     assert not (tmp_path / "w").exists()
     # A world built before the setting existed keeps its hash, since at habit 0 the setting is left out of it:
     # world "d800", shipped until world "h", with the hash its manifest recorded.

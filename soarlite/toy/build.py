@@ -110,7 +110,7 @@ def _check_settings(settings: dict) -> dict:
     if s["habit_op"] not in ("+", "-", "*"):
         raise ValueError(f"toy setting 'habit_op' must be one of '+', '-', '*', not {s['habit_op']!r}")
     for key in ("noise", "teacher_noise", "habit"):
-        if not 0 <= s[key] <= 1:
+        if isinstance(s[key], bool) or not isinstance(s[key], (int, float)) or not 0 <= s[key] <= 1:
             raise ValueError(f"toy setting {key!r} is a probability: it must be between 0 and 1, not {s[key]!r}")
     for key in ("student_levels", "teacher_levels"):
         s[key] = {str(k): float(v) for k, v in s[key].items()}
