@@ -33,11 +33,18 @@ def test_a_recipe_names_its_task():
                       ("hidden=0", "task_options.hidden: 0 is not allowed; expected a whole number >= 1"),
                       ("lr=-1", "task_options.lr: -1 is not allowed; expected a positive number"),
                       ("seed=-1", "task_options.seed: -1 is not allowed; expected a whole number >= 1 (or 0)"),
-                      ("easy_levels=[0]", "task_options.easy_levels: [0] is not allowed; expected a non-empty list")]:
+                      ("easy_levels=[0]", "task_options.easy_levels: [0] is not allowed; expected a non-empty list"),
+                      ("habit=1.5", "task_options.habit: 1.5 is not allowed; expected a probability from 0 to 1"),
+                      ("noise=-0.1", "task_options.noise: -0.1 is not allowed; expected a probability from 0 to 1"),
+                      ("teacher_noise=true",
+                       "task_options.teacher_noise: True is not allowed; expected a probability from 0 to 1")]:
         with pytest.raises(RecipeError) as e:
             tasks.resolve(load_recipe("tiny", [f"task_options.{bad}"]))
         assert str(e.value).startswith(line)
     assert tasks.resolve(load_recipe("tiny", ["task_options.hidden=64", "task_options.seed=0", "task_options.lr=1"]))
+    # a probability may be 0: no habit is the world before "h", a careful teacher writes no slips
+    assert tasks.resolve(load_recipe("tiny", ["task_options.habit=0", "task_options.teacher_noise=0.0",
+                                              "task_options.noise=1"]))
     with pytest.raises(RecipeError, match=r"^task_options: the math task takes no options"):
         tasks.resolve(load_recipe("math", ["task_options.x=1"]))
     with pytest.raises(RecipeError, match=r"^task: 'no/such.py:Task': no file"):
