@@ -151,6 +151,10 @@ def test_settings_hash():
     assert toy.settings_hash(toy.SMALL_SETTINGS, 0) == toy.settings_hash(dict(toy.SMALL_SETTINGS), 0)
     assert toy.settings_hash(toy.SMALL_SETTINGS, 0) != toy.settings_hash(toy.SMALL_SETTINGS, 1)
     assert toy.settings_hash({}, 0) == toy.settings_hash(toy.DEFAULT_SETTINGS, 0)
+    # a whole number where the setting is a float is the same world: one hash, one build
+    assert toy.settings_hash({"teacher_noise": 0}, 0) == toy.settings_hash({"teacher_noise": 0.0}, 0)
+    assert toy.settings_hash({"habit": 1}, 0) == toy.settings_hash({"habit": 1.0}, 0)
+    assert toy.settings_hash({"habit": 0}, 0) == toy.settings_hash({"habit": 0.0}, 0)
 
 
 def test_small_world_files(toy_world):

@@ -112,6 +112,9 @@ def _check_settings(settings: dict) -> dict:
     for key in ("noise", "teacher_noise", "habit"):
         if isinstance(s[key], bool) or not isinstance(s[key], (int, float)) or not 0 <= s[key] <= 1:
             raise ValueError(f"toy setting {key!r} is a probability: it must be between 0 and 1, not {s[key]!r}")
+    for key, default in DEFAULT_SETTINGS.items():
+        if isinstance(default, float) and isinstance(s[key], int) and not isinstance(s[key], bool):
+            s[key] = float(s[key])  # 0 and 0.0 are one world, with one hash (and one build)
     for key in ("student_levels", "teacher_levels"):
         s[key] = {str(k): float(v) for k, v in s[key].items()}
     s["stone_levels"] = [int(v) for v in s["stone_levels"]]
