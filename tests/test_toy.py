@@ -102,11 +102,13 @@ def test_habit_settings_are_checked_and_keep_old_hashes(tmp_path):
         toy.build(tmp_path / "w", noise="high")
     assert not (tmp_path / "w").exists()
     # A world built before the setting existed keeps its hash, since at habit 0 the setting is left out of it:
-    # world "d800", shipped until world "h", with the hash its manifest recorded.
-    d800 = {**toy.DEFAULT_SETTINGS, "habit": 0.0, "n_hard_candidates": 800,
+    # world "d800", shipped until world "h", with the hash its manifest recorded (its teacher made slips).
+    d800 = {**toy.DEFAULT_SETTINGS, "habit": 0.0, "teacher_noise": 0.05, "n_hard_candidates": 800,
             "teacher_levels": {"1": 0.04, "2": 0.04, "3": 0.04, "4": 0.08, "5": 0.12, "6": 0.2, "7": 0.24, "8": 0.24}}
     assert toy.settings_hash(d800, 0) == "5e8aaf9688618c6e"
     assert toy.settings_hash({**d800, "habit": 0.6}, 0) != "5e8aaf9688618c6e"
+    # world "h", shipped until world "h55t0"
+    assert toy.settings_hash({**toy.DEFAULT_SETTINGS, "habit": 0.6, "teacher_noise": 0.05}, 0) == "7fd7606c190e2f67"
 
 
 def test_difficulty_and_parse_question():
