@@ -5,9 +5,8 @@
 The teacher of the tiny recipe (toy world) is updated exactly as in an outer step (soar.sample_questions, g datasets of
 n pairs, soar.update_teacher), but with a reward we control instead of the students' gain:
 reward_k = -signal * (mean difficulty of dataset k) / 8 + right * (share of its answers that are right) + Gaussian noise
-of sd --noise. With noise 0 this is a perfect
-signal toward short chains (the world's stepping stones); the noise sets its quality, and --signal 0 leaves pure noise
-(how far noisy updates alone carry the teacher). After every update it samples 128 fresh teacher outputs and prints
+of sd --noise. With noise 0 this is a perfect signal toward short chains (the world's stepping stones); the noise sets
+its quality, and --signal 0 leaves pure noise (how far noisy updates alone carry the teacher). After every update it samples 128 fresh teacher outputs and prints
 the share of levels <= 3 and the share of their answers that are right. No student is trained: a run takes a minute
 or two. It answers two questions: is outer.lr large enough for the mix to move within the recipe's outer steps, if
 the reward pointed the right way; and does the teacher still write right answers after those steps?
@@ -77,8 +76,8 @@ def main(argv=None) -> None:
                 soar.update_teacher(engine, cfg, rollouts, rewards)
                 mix.append(mix_and_right(seed_for(a.seed, "measure", t)))
                 print(f"  update {t + 1}: levels <= 3 {mix[-1][0]:.2f}, answers right {mix[-1][1]:.2f}", flush=True)
-            print(f"outer.lr {lr:g}, outer.kl_coef {o.kl_coef:g}, signal {a.signal:g}, right {a.right:g}, noise {a.noise:g}: before and after each of {steps} "
-                  "updates, share of levels <= 3: " + " ".join(f"{x:.2f}" for x, _ in mix)
+            print(f"outer.lr {lr:g}, outer.kl_coef {o.kl_coef:g}, signal {a.signal:g}, right {a.right:g}, "
+                  f"noise {a.noise:g}: before and after each of {steps} updates, share of levels <= 3: " + " ".join(f"{x:.2f}" for x, _ in mix)
                   + " | answers right: " + " ".join(f"{y:.2f}" for _, y in mix), flush=True)
 
 
