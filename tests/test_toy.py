@@ -295,3 +295,24 @@ def refilter(world_dir):
     finally:
         torch.set_num_threads(threads)
     return {p.question for p, c in zip(candidates, n_right) if c == 0}, candidates
+
+
+def test_the_teacher_signal_benchmark_reports_mix_and_right_answers(capsys):
+    """benchmarks/toy_teacher_signal.py runs against the shipped world and prints, for each rate, the share of short
+    chains and of right answers before and after every update (docs/toy-world.md, "A fragile teacher")."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "toy_teacher_signal.py"
+    spec = importlib.util.spec_from_file_location("toy_teacher_signal", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--lrs", "1e-3,1e-2", "--steps", "2", "--measure", "8", "--noise", "0.1", "--right", "1",
+                "threads=1", "outer.g=2", "outer.n=2"])
+    finals = [line for line in capsys.readouterr().out.splitlines() if line.startswith("outer.lr")]
+    assert [line.split(",")[0] for line in finals] == ["outer.lr 0.001", "outer.lr 0.01"]
+    for line in finals:
+        mix, right = line.split("share of levels <= 3: ")[1].split(" | answers right: ")
+        for series in (mix, right):
+            values = [float(x) for x in series.split()]
+            assert len(values) == 3 and all(0.0 <= v <= 1.0 for v in values)
