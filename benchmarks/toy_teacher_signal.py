@@ -6,11 +6,11 @@ The teacher of the tiny recipe (toy world) is updated exactly as in an outer ste
 n pairs, soar.update_teacher), but with a reward we control instead of the students' gain:
 reward_k = -signal * (mean difficulty of dataset k) / 8 + right * (share of its answers that are right) + Gaussian noise
 of sd --noise. With noise 0 this is a perfect signal toward short chains (the world's stepping stones); the noise sets
-its quality, and --signal 0 leaves pure noise (how far noisy updates alone carry the teacher). After every update it samples 128 fresh teacher outputs and prints
-the share of levels <= 3 and the share of their answers that are right. No student is trained: a run takes a minute
-or two. It answers two questions: is outer.lr large enough for the mix to move within the recipe's outer steps, if
-the reward pointed the right way; and does the teacher still write right answers after those steps?
-(docs/toy-world.md, "Why the teacher's mix does not move" and "A fragile teacher".)
+its quality, and --signal 0 leaves pure noise (how far noisy updates alone carry the teacher). After every update it
+samples 128 fresh teacher outputs and prints the share of levels <= 3 and the share of their answers that are right.
+No student is trained: a run takes a minute or two. It answers two questions: is outer.lr large enough for the mix to
+move within the recipe's outer steps, if the reward pointed the right way; and does the teacher still write right
+answers after those steps? (docs/toy-world.md, "Why the teacher's mix does not move" and "A fragile teacher".)
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ def main(argv=None) -> None:
             outs = engine.generate([world.teacher_prompt] * a.measure, [TEACHER] * a.measure,
                                    SamplingParams(o.temperature, o.max_new_tokens), seed)
             pairs = [qa for qa in grader.parse_teacher([c.text for c in outs]) if qa]
-            levels = [difficulty(qa.question) for qa in pairs]
             profile, _ = scoring.question_profiles(world.task, grader, [pairs])
-            short = sum(1 for lv in levels if lv is not None and lv <= 3) / max(1, len(levels))
-            return short, profile["answers_right"] or 0.0
+            histogram = profile["difficulty"]  # by level, and "other" for questions outside the grammar
+            short = sum(n for level, n in histogram.items() if level != "other" and int(level) <= 3)
+            return short / max(1, sum(histogram.values())), profile["answers_right"] or 0.0
 
         for lr in (float(x) for x in a.lrs.split(",")):
             if TEACHER in engine.adapters:
@@ -69,16 +69,17 @@ def main(argv=None) -> None:
             for t in range(steps):
                 pairs, rollouts, _ = soar.sample_questions(engine, grader, cfg, world, seed_for(a.seed, t))
                 datasets = [pairs[k * o.n : (k + 1) * o.n] for k in range(o.g)]
-                _, by_dataset = scoring.question_profiles(world.task, grader, datasets) if a.right else (None, None)
-                rewards = [-a.signal * statistics.mean(difficulty(qa.question) or 9 for qa in d) / 8
-                           + (a.right * (by_dataset[k]["answers_right"] or 0.0) if a.right else 0.0)
-                           + rng.gauss(0, a.noise) for k, d in enumerate(datasets)]
+                right = ([p["answers_right"] or 0.0 for p in scoring.question_profiles(world.task, grader, datasets)[1]]
+                         if a.right else [0.0] * len(datasets))
+                rewards = [-a.signal * statistics.mean(difficulty(qa.question) or 9 for qa in d) / 8 + a.right * r
+                           + rng.gauss(0, a.noise) for d, r in zip(datasets, right)]
                 soar.update_teacher(engine, cfg, rollouts, rewards)
                 mix.append(mix_and_right(seed_for(a.seed, "measure", t)))
                 print(f"  update {t + 1}: levels <= 3 {mix[-1][0]:.2f}, answers right {mix[-1][1]:.2f}", flush=True)
             print(f"outer.lr {lr:g}, outer.kl_coef {o.kl_coef:g}, signal {a.signal:g}, right {a.right:g}, "
-                  f"noise {a.noise:g}: before and after each of {steps} updates, share of levels <= 3: " + " ".join(f"{x:.2f}" for x, _ in mix)
-                  + " | answers right: " + " ".join(f"{y:.2f}" for _, y in mix), flush=True)
+                  f"noise {a.noise:g}: before and after each of {steps} updates, share of levels <= 3: "
+                  + " ".join(f"{x:.2f}" for x, _ in mix) + " | answers right: " + " ".join(f"{y:.2f}" for _, y in mix),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,6 @@ class ToyTask(MathTask):
 
 
 ZERO_ALLOWED = {"task_options.seed", "task_options.level_probe"}  # whole-number settings for which 0 means something
-# probabilities, for which 0 means something too (no slips, a careful teacher, no habit: the world before "h")
-PROBABILITIES = {"task_options.noise", "task_options.teacher_noise", "task_options.habit"}
 
 
 def _check_setting(key: str, value, default) -> None:
@@ -88,7 +86,10 @@ def _check_setting(key: str, value, default) -> None:
     def is_int(v):
         return isinstance(v, int) and not isinstance(v, bool)
 
-    if key in PROBABILITIES:
+    from soarlite import toy
+
+    # probabilities, for which 0 means something too (no slips, a careful teacher, no habit: the world before "h")
+    if key.removeprefix("task_options.") in toy.PROBABILITY_SETTINGS:
         if not ((is_int(value) or isinstance(value, float)) and 0 <= value <= 1):
             raise RecipeError(f"{key}: {value!r} is not allowed; expected a probability from 0 to 1")
         return

@@ -6,6 +6,7 @@ Importing this package does not import torch; building does.
 from .build import (
     DEFAULT_SETTINGS,
     PRESETS,
+    PROBABILITY_SETTINGS,
     SMALL_SETTINGS,
     WORLD_VERSION,
     build,
@@ -29,7 +30,7 @@ from .world import (
 )
 
 __all__ = [
-    "DEFAULT_SETTINGS", "PRESETS", "SMALL_SETTINGS", "STUDENT_PROMPT", "TEACHER_PROMPT", "WORLD_VERSION", "Problem", "build",
+    "DEFAULT_SETTINGS", "PRESETS", "PROBABILITY_SETTINGS", "SMALL_SETTINGS", "STUDENT_PROMPT", "TEACHER_PROMPT", "WORLD_VERSION", "Problem", "build",
     "cache_dir", "check", "difficulty", "ensure_built", "last_boxed", "parse_pair", "parse_question", "problems", "recipe_world",
     "settings_hash", "stepping_stones", "student_prompt",
 ]

@@ -104,6 +104,10 @@ def recipe_world(toy_cfg: dict) -> tuple[dict, int]:
     return merge(PRESETS[preset], settings), seed
 
 
+# settings that are probabilities (0 to 1, 0 included): the build and the recipe check both read this
+PROBABILITY_SETTINGS = ("noise", "teacher_noise", "habit")
+
+
 def _check_settings(settings: dict) -> dict:
     unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
     if unknown:
@@ -113,7 +117,7 @@ def _check_settings(settings: dict) -> dict:
         raise ValueError("toy setting 'hidden' must be a multiple of 'heads'")
     if s["habit_op"] not in ("+", "-", "*"):
         raise ValueError(f"toy setting 'habit_op' must be one of '+', '-', '*', not {s['habit_op']!r}")
-    for key in ("noise", "teacher_noise", "habit"):
+    for key in PROBABILITY_SETTINGS:
         if isinstance(s[key], bool) or not isinstance(s[key], (int, float)) or not 0 <= s[key] <= 1:
             raise ValueError(f"toy setting {key!r} is a probability: it must be between 0 and 1, not {s[key]!r}")
     for key, default in DEFAULT_SETTINGS.items():
