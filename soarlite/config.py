@@ -81,6 +81,7 @@ class OuterConfig:
     max_sample_rounds: int = _f(8, "rejection-sampling rounds for g*n valid pairs before the step fails loudly", min=1)
     tau: float = _f(0.01, "promotion threshold on the moving average of the mean reward")
     window: int = _f(3, "moving-average window (outer steps)", min=1)
+    promote_from: int = _f(0, "first outer step (counted from 0) that may promote; before it the teacher learns against the untrained student, whose rewards still count toward the moving average (0: from the first step, as in the paper)", min=0)
     micro_batch: int = _f(16, "sequences per forward/backward pass of a teacher update", min=1)
     promote: Literal["upper_median", "lower_median"] = _f("upper_median", "which student of the best dataset becomes the baseline: the median by its own gain; of an even number, the upper (default) or the lower one (at r=2 the lower is the worse student)")
     reward: Literal["grounded", "intrinsic"] = _f("grounded", "teacher reward: grounded = the students' gain on hard problems (SOAR); intrinsic = learnability of the questions to the baseline student, mean of (1 - s if s > 0 else 0), s its success rate over inner.group_size samples (the Intrinsic-T baseline)")

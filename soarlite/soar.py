@@ -21,6 +21,9 @@ Where the paper is silent, this implementation chooses (each is a one-line chang
   * the "median" student of r, sorted by its own gain, is the upper median (index r // 2) by default
     (`outer.promote`): for odd r it is the median; for even r the lower median would promote the worse of two
     students at r = 2 (the 24 GB and T4 recipes), which makes promotion a step back by construction;
+  * `outer.promote_from` can hold promotion back for the first outer steps (default 0: the paper's loop). A teacher
+    that needs many updates to learn what to ask learns it best against one student: after each promotion the
+    reward measures gains over a new baseline (docs/toy-world.md);
   * the teacher's KL reference is the base model with adapters off (the teacher starts as a zero LoRA, so this is
     the initial model); the students' is the same base, not the current baseline student.
 """
@@ -189,7 +192,7 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
         reward_mean = sum(rewards) / o.g
         state.history.append(reward_mean)
         moving = moving_average(state.history, o.window)
-        promoted = moving is not None and moving > o.tau
+        promoted = moving is not None and moving > o.tau and t >= o.promote_from
         if promoted:
             best = max(range(o.g), key=lambda k: rewards[k])
             engine.copy_adapter(candidates[best], STUDENT)

@@ -94,6 +94,19 @@ def lr_follows_promotions(rows: list[dict], lr: float, decay: float) -> bool:
     return [m["inner_lr"] for m in rows] == pytest.approx([lr * decay**p for p in promoted])
 
 
+def test_promotion_waits_for_promote_from(cache, tmp_path):
+    # tau below any reward and a window of one: without outer.promote_from every step would promote
+    run = tmp_path / "run"
+    soarlite(cache, "run", "--recipe", "tiny", "--out", str(run), "--quiet", "outer.steps=2", "outer.tau=-1.0",
+             "outer.window=1", "outer.promote_from=1", *WORLD, *FAST, "eval.samples=0")
+    rows = metrics(run)
+    assert [m["promoted"] for m in rows] == [False, True]
+    assert rows[0]["moving_avg"] is not None  # the held-back step's reward still counts
+    pq = [json.loads(x) for x in (run / "pq.jsonl").read_text().splitlines()]
+    assert len(pq) == 4 and {q["step"] for q in pq} == {1}  # the best dataset of step 1 (n=4 under FAST)
+    assert json.loads((run / "state.json").read_text())["promotions"] == [1]
+
+
 def test_killed_run_resumes_where_it_stopped(cache, own_model, tmp_path):
     # lr_decay: a resumed run must go on at the rate its promotions so far give (state.json's promotions)
     # AdamW at 3e-3: two tiny steps of SGD barely move a student, and the rewards must differ for the teacher to move
