@@ -18,6 +18,7 @@ FAST = [
     "outer.g=2", "outer.n=4", "outer.r=2", "outer.M=4", "outer.max_new_tokens=40",
     "inner.steps=2", "inner.batch_size=2", "inner.group_size=4", "inner.max_new_tokens=40",
     "eval.samples=0", "eval.hard_only=false", "threads=1",
+    "outer.promote_from=0",  # the recipe holds promotion back for 70 steps; tests run two or three
 ]
 
 

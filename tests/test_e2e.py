@@ -98,7 +98,7 @@ def test_promotion_waits_for_promote_from(cache, tmp_path):
     # tau below any reward and a window of one: without outer.promote_from every step would promote
     run = tmp_path / "run"
     soarlite(cache, "run", "--recipe", "tiny", "--out", str(run), "--quiet", "outer.steps=2", "outer.tau=-1.0",
-             "outer.window=1", "outer.promote_from=1", *WORLD, *FAST, "eval.samples=0")
+             "outer.window=1", *WORLD, *FAST, "eval.samples=0", "outer.promote_from=1")
     rows = metrics(run)
     assert [m["promoted"] for m in rows] == [False, True]
     assert rows[0]["moving_avg"] is not None  # the held-back step's reward still counts

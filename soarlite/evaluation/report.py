@@ -183,6 +183,8 @@ def plot_questions(run: Run, path: Path) -> None:
     right = [(t, v) for t, v in right if v is not None]
     if right:
         ax.plot([t for t, _ in right], [v for _, v in right], "k.-", label="answers right (share)")
+    for j, t in enumerate(run.promotions):  # where the student the teacher's reward is measured against changed
+        ax.axvline(t + 1, color="red", ls=":", lw=1.5, zorder=3, label="promotion" if j == 0 else None)
     ax.set_ylim(0, 1.02)
     ax.set(xlabel="outer step", ylabel="share of the teacher's questions", title=f"What the teacher asks: {run.name}")
     _integer_steps(ax)
