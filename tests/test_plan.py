@@ -332,6 +332,15 @@ def test_cli_plan_exit_status():
     assert bad.returncode == 2 and "unknown card" in bad.stderr
 
 
+def test_first_promotion_waits_for_the_window_and_promote_from():
+    def first(*overrides):
+        text = plan.render(plan.make_plan(load_recipe("math-t4", list(overrides)), CARDS["t4"]))
+        return text.split("first promotion possible after ")[1].split(" steps")[0]
+
+    assert first("outer.window=3") == "3"
+    assert first("outer.window=3", "outer.promote_from=9") == "10"  # steps 0-8 hold back; step 9 is the tenth
+
+
 def test_plan_imports_no_torch():
     code = ("import sys; from soarlite import plan; from soarlite.hardware import CARDS; from soarlite.config import load_recipe; "
             "plan.render(plan.make_plan(load_recipe('math-t4'), CARDS['t4'])); "

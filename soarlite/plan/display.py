@@ -72,8 +72,9 @@ def render(plan: Plan, max_hours: float | None = None) -> str:
     lines += ["", f"time per outer step ({plan.time_source}):"]
     for k, v in plan.time_s.items():
         lines.append(f"  {k:<22} {_hours(v):>8}")
+    first = max(o.window, o.promote_from + 1)  # a full window of rewards, and not before outer.promote_from
     lines.append(f"  {'total':<22} {_hours(plan.step_s):>8}   per run ({o.steps} steps): {_hours(plan.run_s)}; "
-                 f"first promotion possible after {o.window} steps: {_hours(plan.step_s * o.window)}")
+                 f"first promotion possible after {first} steps: {_hours(plan.step_s * first)}")
     if max_hours:
         k = max(0, math.floor(max_hours * 3600 / plan.step_s)) if plan.step_s else o.steps
         lines.append(f"  in {max_hours:g} h: about {min(k, o.steps)} outer steps "
