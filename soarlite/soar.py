@@ -143,6 +143,9 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
     # datasets per wave: a dataset's r students train together; by default every student at once on each worker
     wave = max(1, (i.students_in_flight or o.r * -(-o.g // executor.workers)) // o.r)
 
+    if state.step < o.promote_from < o.steps:  # else a user watching the moving average pass tau would wonder
+        report.line(f"promotion held back until outer step {o.promote_from + 1} (outer.promote_from): the teacher "
+                    "first learns against the untrained student")
     for t in range(state.step, o.steps):
         t0 = time.time()
         seed = seed_for(cfg.seed, t)

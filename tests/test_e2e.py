@@ -97,8 +97,9 @@ def lr_follows_promotions(rows: list[dict], lr: float, decay: float) -> bool:
 def test_promotion_waits_for_promote_from(cache, tmp_path):
     # tau below any reward and a window of one: without outer.promote_from every step would promote
     run = tmp_path / "run"
-    soarlite(cache, "run", "--recipe", "tiny", "--out", str(run), "--quiet", "outer.steps=2", "outer.tau=-1.0",
-             "outer.window=1", *WORLD, *FAST, "eval.samples=0", "outer.promote_from=1")
+    r = soarlite(cache, "run", "--recipe", "tiny", "--out", str(run), "--quiet", "outer.steps=2", "outer.tau=-1.0",
+                 "outer.window=1", *WORLD, *FAST, "eval.samples=0", "outer.promote_from=1")
+    assert "promotion held back until outer step 2" in r.stdout
     rows = metrics(run)
     assert [m["promoted"] for m in rows] == [False, True]
     assert rows[0]["moving_avg"] is not None  # the held-back step's reward still counts
