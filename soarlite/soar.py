@@ -120,6 +120,16 @@ def moving_average(history: list[float], window: int) -> float | None:
     return sum(history[-window:]) / window
 
 
+def held_back_note(o, start: int) -> str | None:
+    """What to tell a run (or a resumed run from outer step `start`) whose promotions `outer.promote_from` holds."""
+    if start >= o.promote_from:
+        return None
+    if o.promote_from >= o.steps:
+        return f"no promotion in this run: outer.promote_from ({o.promote_from}) >= outer.steps ({o.steps})"
+    return (f"promotion held back until outer step {o.promote_from + 1} (outer.promote_from): the teacher first "
+            "learns against the untrained student")
+
+
 def median_student(gains: list[float], upper: bool = True) -> int:
     """Index of the median student by its own gain: the upper median of an even count (or the lower one)."""
     order = sorted(range(len(gains)), key=lambda j: (gains[j], j))
@@ -143,9 +153,8 @@ def run(cfg: Config, world: World, engine, grader, run_dir: Path, report, execut
     # datasets per wave: a dataset's r students train together; by default every student at once on each worker
     wave = max(1, (i.students_in_flight or o.r * -(-o.g // executor.workers)) // o.r)
 
-    if state.step < o.promote_from < o.steps:  # else a user watching the moving average pass tau would wonder
-        report.line(f"promotion held back until outer step {o.promote_from + 1} (outer.promote_from): the teacher "
-                    "first learns against the untrained student")
+    if note := held_back_note(o, state.step):  # else a user watching the moving average pass tau would wonder
+        report.line(note)
     for t in range(state.step, o.steps):
         t0 = time.time()
         seed = seed_for(cfg.seed, t)

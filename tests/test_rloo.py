@@ -1,7 +1,8 @@
 import pytest
 
 from soarlite import rloo
-from soarlite.soar import median_student, moving_average, seed_for
+from soarlite.config import OuterConfig
+from soarlite.soar import held_back_note, median_student, moving_average, seed_for
 
 
 def test_advantages_exact():
@@ -36,6 +37,16 @@ def test_median_student_is_the_upper_median_unless_asked():
     assert median_student([0.0, 0.5]) == 1 and median_student([0.0, 0.5], upper=False) == 0  # r=2: the better one
     assert median_student([0.0]) == 0
     assert median_student([0.1, 0.1]) == 1 and median_student([0.1, 0.1], upper=False) == 0  # ties: by index
+
+
+def test_held_back_note_says_when_promotion_starts_or_that_it_never_does():
+    assert held_back_note(OuterConfig(steps=100, promote_from=0), 0) is None  # the paper's loop: nothing to say
+    assert held_back_note(OuterConfig(steps=100, promote_from=70), 70) is None  # resumed past it
+    assert held_back_note(OuterConfig(steps=100, promote_from=70), 12) == (
+        "promotion held back until outer step 71 (outer.promote_from): the teacher first learns against the "
+        "untrained student")
+    assert held_back_note(OuterConfig(steps=12, promote_from=70), 0) == (
+        "no promotion in this run: outer.promote_from (70) >= outer.steps (12)")
 
 
 def test_seed_for_is_stable():
